@@ -1,0 +1,27 @@
+# Two commands matter: `make run` and `make test`. Both build their own virtualenv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, the COR sandbox
+	$(BIN)/cor-bridge serve --sandbox --host 127.0.0.1 --port 8080
+
+test: $(STAMP)  ## the whole suite
+	$(BIN)/ruff check app tests
+	$(BIN)/mypy app
+	$(BIN)/pytest -q
+
+check: $(STAMP)
+	$(BIN)/cor-bridge check
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""The shared vocabulary: what every source reduces its input to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+Provider = Literal["okta", "entra"]
+PROVIDERS: tuple[str, ...] = ("okta", "entra")
+
+# The user fields each source can fill, so a mapping template can be checked at start.
+SOURCE_USER_FIELDS: dict[str, frozenset[str]] = {
+    "okta_hook": frozenset({"id", "login", "email"}),
+    "scim": frozenset({"id", "login", "email", "externalId", "userName"}),
+    "graph": frozenset({"id", "login", "email"}),
+    "admin": frozenset({"id", "login", "email", "externalId", "userName"}),
+}
+
+
+class ChangeKind(StrEnum):
+    """What happened to a membership."""
+
+    removed = "removed"
+    added = "added"
+    user_deactivated = "user_deactivated"
+
+
+class UserRef(BaseModel):
+    """The IdP's identifiers for a person; `id` is the IdP's stable id."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str = Field(min_length=1)
+    login: str | None = None
+    email: str | None = None
+    externalId: str | None = None  # noqa: N815 - the SCIM attribute name
+    userName: str | None = None  # noqa: N815 - the SCIM attribute name
+
+    def fields(self) -> dict[str, str]:
+        """The fields this change carries, for the user_id template."""
+        return {k: v for k, v in self.model_dump().items() if v}
+
+
+class GroupRef(BaseModel):
+    """An IdP group: its id and, when known, its display name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+
+
+class MembershipChange(BaseModel):
+    """One change of one person's membership, as any source reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: Provider
+    event_id: str = Field(min_length=1, max_length=200)
+    occurred_at: AwareDatetime
+    change: ChangeKind
+    user: UserRef
+    group: GroupRef | None = None
+    # Operator requests only: detach exactly these workspaces, skipping the mapping.
+    workspaces: tuple[str, ...] | None = None
+    cor_user_id: str | None = None
+
+    @model_validator(mode="after")
+    def _group_when_needed(self) -> MembershipChange:
+        if self.workspaces is not None:
+            if not self.workspaces or not all(w.strip() for w in self.workspaces):
+                raise ValueError("workspaces must list at least one non-empty workspace id")
+        elif self.change is not ChangeKind.user_deactivated and self.group is None:
+            raise ValueError(f"a '{self.change.value}' change needs a group")
+        return self
+
+
+class IgnoredEvent(BaseModel):
+    """A source event that is recorded but causes no work (wrong type, failed outcome)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: Provider
+    event_id: str
+    occurred_at: datetime
+    kind: str
+    reason: str

@@ -1,0 +1,1 @@
+"""Delivery: the COR client and the worker that drains the outbox."""

@@ -1,0 +1,44 @@
+"""The retry policy, as a pure decision: when to try a failed detach again, or give up."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from app.errors import RetryableError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts, age, and the exponential backoff's bounds."""
+
+    max_attempts: int = 15
+    max_age: timedelta = timedelta(days=3)
+    base_seconds: float = 2.0
+    max_seconds: float = 900.0
+
+
+def next_attempt_at(
+    policy: RetryPolicy,
+    error: RetryableError,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    rand: random.Random | None = None,
+) -> datetime | None:
+    """When to try again after `attempts` failed tries; None means give up (dead letter)."""
+    if attempts >= policy.max_attempts:
+        return None
+    if error.retry_after is not None:
+        # COR said when; honour it, but never past the backoff ceiling.
+        delay = min(error.retry_after, max(policy.max_seconds, 1.0))
+    else:
+        ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** (attempts - 1))
+        # "Equal jitter": at least half the backoff, so retries spread but still back off.
+        delay = ceiling / 2 + (rand or random).uniform(0, ceiling / 2)
+    when = now + timedelta(seconds=delay)
+    if when - created_at > policy.max_age:
+        return None
+    return when

@@ -1,0 +1,304 @@
+"""Intake: turns membership changes into detach jobs, in one transaction.
+
+The rules, in the order they apply to each change (oldest `occurred_at` first):
+dedupe by (provider, source event id); ignore a change older than what is already
+known for that (user, group); look the group up in the mapping (unmapped: recorded,
+not sent); an `added` cancels pending detaches of the workspaces it grants; a
+`removed` keeps every workspace another current group of the user still grants and
+queues one job per (COR user, workspace) for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
+from app.errors import ConfigError
+from app.mapping import Mapping
+from app.store import events as event_store
+from app.store import jobs as job_store
+from app.store import memberships as membership_store
+from app.store.events import NewEvent
+from app.store.memberships import Membership
+
+
+@dataclass
+class Decision:
+    """What intake did with one event, and why."""
+
+    event_id: str
+    decision: str
+    detail: list[str] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
+
+
+def accept_changes(
+    conn: Connection,
+    mapping: Mapping,
+    items: Iterable[MembershipChange | IgnoredEvent],
+    *,
+    now: datetime,
+    delay: timedelta = timedelta(0),
+) -> list[Decision]:
+    """Apply the rules to every item, oldest first; decisions come back in input order.
+
+    The caller commits the transaction.
+    """
+    given = list(items)
+    decisions: dict[int, Decision] = {}
+    for index in sorted(range(len(given)), key=lambda i: (given[i].occurred_at, given[i].event_id)):
+        decisions[index] = _accept_one(conn, mapping, given[index], now, delay)
+    return [decisions[i] for i in range(len(given))]
+
+
+def _accept_one(
+    conn: Connection,
+    mapping: Mapping,
+    item: MembershipChange | IgnoredEvent,
+    now: datetime,
+    delay: timedelta,
+) -> Decision:
+    if isinstance(item, IgnoredEvent):
+        row_id = event_store.record_event(
+            conn,
+            NewEvent(item.provider, item.event_id, item.kind, item.occurred_at, now),
+        )
+        if row_id is None:
+            return Decision(item.event_id, "duplicate", ["seen before"])
+        event_store.set_decision(conn, row_id, "ignored", [item.reason])
+        return Decision(item.event_id, "ignored", [item.reason])
+
+    row_id = event_store.record_event(conn, _new_event(item, now))
+    if row_id is None:
+        return Decision(item.event_id, "duplicate", ["seen before"])
+    try:
+        cor_user_id = item.cor_user_id or mapping.cor_user_id(item.provider, item.user)
+    except ConfigError as exc:
+        decision = Decision(item.event_id, "unresolved", [f"no COR user id: {exc.reason}"])
+        event_store.set_decision(conn, row_id, decision.decision, decision.detail)
+        return decision
+    if item.workspaces is not None:
+        decision = _detach_explicit(conn, mapping, item, row_id, cor_user_id, now, delay)
+    elif item.change is ChangeKind.added:
+        decision = _grant(conn, mapping, item, cor_user_id, now)
+    elif item.change is ChangeKind.removed:
+        decision = _revoke(conn, mapping, item, row_id, cor_user_id, now, delay)
+    else:
+        decision = _deactivate(conn, mapping, item, row_id, cor_user_id, now, delay)
+    event_store.set_decision(conn, row_id, decision.decision, decision.detail, cor_user_id)
+    return decision
+
+
+def _new_event(change: MembershipChange, now: datetime) -> NewEvent:
+    return NewEvent(
+        provider=change.provider,
+        source_event_id=change.event_id,
+        kind=change.change.value,
+        occurred_at=change.occurred_at,
+        received_at=now,
+        user_id=change.user.id,
+        user_login=change.user.login or change.user.userName or change.user.email,
+        group_id=change.group.id if change.group else None,
+        group_name=change.group.name if change.group else None,
+        change=change.model_dump(mode="json"),
+    )
+
+
+def _newer_change(conn: Connection, change: MembershipChange) -> Membership | None:
+    """The stored state of this (user, group) if it is newer than the change."""
+    assert change.group is not None
+    known = membership_store.get_membership(conn, change.provider, change.user.id, change.group.id)
+    if known is not None and known.changed_at > change.occurred_at:
+        return known
+    return None
+
+
+def _remember(conn: Connection, change: MembershipChange, member: bool) -> None:
+    assert change.group is not None
+    membership_store.put_membership(
+        conn,
+        Membership(
+            provider=change.provider,
+            user_id=change.user.id,
+            group_id=change.group.id,
+            group_name=change.group.name,
+            member=member,
+            changed_at=change.occurred_at,
+            user=change.user.model_dump(exclude_none=True),
+        ),
+    )
+
+
+def _grant(
+    conn: Connection, mapping: Mapping, change: MembershipChange, cor_user_id: str, now: datetime
+) -> Decision:
+    assert change.group is not None
+    newer = _newer_change(conn, change)
+    if newer is not None:
+        return Decision(change.event_id, "superseded", [_superseded_text(newer)])
+    _remember(conn, change, member=True)
+    workspaces = mapping.workspaces_for(change.provider, change.group)
+    if not workspaces:
+        return Decision(
+            change.event_id, "unmapped", [f"{_group_text(change)} maps to no workspace"]
+        )
+    source = mapping.cor_source(change.provider)
+    detail = []
+    for workspace in workspaces:
+        for job in job_store.find_open_jobs(conn, cor_user_id, source, workspace):
+            reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
+            if job_store.cancel_job(conn, job.id, now, reason):
+                detail.append(f"cancelled job {job.id} ({workspace}): {reason}")
+            else:
+                detail.append(f"job {job.id} ({workspace}) was already being delivered")
+    if not detail:
+        detail.append(f"member of {_group_text(change)}; grants {', '.join(workspaces)}")
+    return Decision(change.event_id, "granted", detail)
+
+
+def _revoke(
+    conn: Connection,
+    mapping: Mapping,
+    change: MembershipChange,
+    row_id: int,
+    cor_user_id: str,
+    now: datetime,
+    delay: timedelta,
+) -> Decision:
+    assert change.group is not None
+    newer = _newer_change(conn, change)
+    if newer is not None:
+        return Decision(change.event_id, "superseded", [_superseded_text(newer)])
+    _remember(conn, change, member=False)
+    workspaces = mapping.workspaces_for(change.provider, change.group)
+    if not workspaces:
+        return Decision(
+            change.event_id, "unmapped", [f"{_group_text(change)} maps to no workspace"]
+        )
+    still = _still_granted(conn, mapping, change)
+    detail: list[str] = []
+    to_detach = []
+    for workspace in workspaces:
+        if workspace in still:
+            detail.append(f"kept {workspace}: still granted by {still[workspace]}")
+        else:
+            to_detach.append(workspace)
+    decision = _queue(conn, mapping, change, row_id, cor_user_id, to_detach, now, delay)
+    decision.detail[:0] = detail
+    if not to_detach:
+        decision.decision = "kept"
+    return decision
+
+
+def _deactivate(
+    conn: Connection,
+    mapping: Mapping,
+    change: MembershipChange,
+    row_id: int,
+    cor_user_id: str,
+    now: datetime,
+    delay: timedelta,
+) -> Decision:
+    groups = membership_store.list_user_groups(conn, change.provider, change.user.id)
+    current = [g for g in groups if g.changed_at <= change.occurred_at]
+    if not current:
+        return Decision(
+            change.event_id,
+            "no_known_groups",
+            ["deactivated; the bridge has seen this user in no group, so nothing to detach"],
+        )
+    workspaces: list[str] = []
+    detail = []
+    for m in current:
+        membership_store.put_membership(
+            conn, replace(m, member=False, changed_at=change.occurred_at)
+        )
+        granted = mapping.workspaces_for(change.provider, _group_ref(m))
+        detail.append(f"left {_membership_text(change.provider, m)} by deactivation")
+        workspaces += [w for w in granted if w not in workspaces]
+    if not workspaces:
+        detail.append("none of the user's groups maps to a workspace")
+        return Decision(change.event_id, "unmapped", detail)
+    decision = _queue(conn, mapping, change, row_id, cor_user_id, workspaces, now, delay)
+    decision.detail[:0] = detail
+    return decision
+
+
+def _detach_explicit(
+    conn: Connection,
+    mapping: Mapping,
+    change: MembershipChange,
+    row_id: int,
+    cor_user_id: str,
+    now: datetime,
+    delay: timedelta,
+) -> Decision:
+    assert change.workspaces is not None
+    decision = _queue(conn, mapping, change, row_id, cor_user_id, change.workspaces, now, delay)
+    decision.detail.insert(0, "operator asked to detach these workspaces")
+    return decision
+
+
+def _queue(
+    conn: Connection,
+    mapping: Mapping,
+    change: MembershipChange,
+    row_id: int,
+    cor_user_id: str,
+    workspaces: Sequence[str],
+    now: datetime,
+    delay: timedelta,
+) -> Decision:
+    source = mapping.cor_source(change.provider)
+    decision = Decision(change.event_id, "queued")
+    for workspace in workspaces:
+        job_id, created = job_store.enqueue_job(
+            conn,
+            cor_user_id=cor_user_id,
+            source=source,
+            workspace=workspace,
+            provider=change.provider,
+            event_id=row_id,
+            now=now,
+            due=now + delay,
+        )
+        verb = "queued" if created else "joined pending"
+        decision.detail.append(f"{verb} job {job_id}: detach {workspace} from {cor_user_id}")
+        decision.jobs.append(job_id)
+    return decision
+
+
+def _still_granted(conn: Connection, mapping: Mapping, change: MembershipChange) -> dict[str, str]:
+    """Workspace -> a group the user is still in that grants it."""
+    assert change.group is not None
+    kept: dict[str, str] = {}
+    for m in membership_store.list_user_groups(conn, change.provider, change.user.id):
+        if m.group_id == change.group.id:
+            continue
+        for workspace in mapping.workspaces_for(change.provider, _group_ref(m)):
+            kept.setdefault(workspace, _membership_text(change.provider, m))
+    return kept
+
+
+def _group_ref(m: Membership) -> GroupRef:
+    return GroupRef(id=m.group_id, name=m.group_name)
+
+
+def _group_text(change: MembershipChange) -> str:
+    assert change.group is not None
+    name = f" ({change.group.name})" if change.group.name else ""
+    return f"{change.provider} group {change.group.id}{name}"
+
+
+def _membership_text(provider: str, m: Membership) -> str:
+    name = f" ({m.group_name})" if m.group_name else ""
+    return f"{provider} group {m.group_id}{name}"
+
+
+def _superseded_text(newer: Membership) -> str:
+    state = "member" if newer.member else "not a member"
+    return f"older than what is known: {state} since {newer.changed_at.isoformat()}"

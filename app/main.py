@@ -1,0 +1,161 @@
+"""The application: routers, error answers, and the lifespan (database, HTTP client, worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+
+from app import __version__, health, metrics
+from app.changes import SOURCE_USER_FIELDS
+from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSource
+from app.delivery.retry import RetryPolicy
+from app.delivery.worker import Worker
+from app.errors import ConfigError, InputError
+from app.mapping import Mapping, load_mapping
+from app.runtime import Bridge
+from app.settings import Settings
+from app.sources import admin, okta
+from app.store import Database
+
+log = structlog.get_logger(__name__)
+
+
+def load_checked_mapping(settings: Settings) -> Mapping:
+    """Load the mapping file and check its templates against the sources that are on."""
+    mapping = load_mapping(settings.bridge_mapping_file, default_source=settings.cor_source)
+    mapping.check_templates(template_fields(settings))
+    return mapping
+
+
+def template_fields(settings: Settings) -> dict[str, frozenset[str]]:
+    """Per provider, the user fields every enabled source of it can fill."""
+    on = settings.sources_on()
+    feeds = {
+        "okta": [s for s in ("okta_hook",) if on[s]]
+        + (["scim"] if on["scim"] and settings.scim_provider == "okta" else []),
+        "entra": [s for s in ("graph",) if on[s]]
+        + (["scim"] if on["scim"] and settings.scim_provider == "entra" else []),
+    }
+    admin_fields = SOURCE_USER_FIELDS["admin"]
+    return {
+        provider: frozenset.intersection(admin_fields, *(SOURCE_USER_FIELDS[s] for s in sources))
+        for provider, sources in feeds.items()
+    }
+
+
+def token_source(settings: Settings, http: httpx.AsyncClient) -> TokenSource:
+    """A static token, or OAuth2 client credentials; ConfigError when neither is set."""
+    if settings.cor_access_token is not None:
+        return StaticToken(settings.cor_access_token.get_secret_value())
+    if settings.cor_client_id and settings.cor_client_secret is not None:
+        return ClientCredentials(
+            http,
+            settings.cor_token_url,
+            settings.cor_client_id,
+            settings.cor_client_secret.get_secret_value(),
+            on_fetch=lambda outcome: metrics.TOKEN_FETCHES.labels(outcome).inc(),
+        )
+    raise ConfigError(
+        "no COR credentials: set COR_CLIENT_ID and COR_CLIENT_SECRET, or COR_ACCESS_TOKEN "
+        "(or run with --sandbox)"
+    )
+
+
+def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
+    """The bridge as an ASGI app; nothing is opened until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mapping = load_checked_mapping(settings)
+        db = Database(settings.bridge_database_url)
+        await asyncio.to_thread(db.migrate)
+        timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout, transport=app.state.cor_transport) as http:
+            bridge = Bridge(settings, db, mapping)
+            cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
+            bridge.worker = _worker(settings, db, cor)
+            app.state.bridge = bridge
+            task = asyncio.create_task(bridge.worker.run(), name="cor-bridge-worker")
+            log.info(
+                "bridge_started",
+                version=__version__,
+                database=db.dialect,
+                mapping=mapping.path,
+                groups=len(mapping.rules),
+                sources=settings.sources_on(),
+            )
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                db.dispose()
+                log.info("bridge_stopped")
+
+    app = FastAPI(
+        title="cor-bridge",
+        version=__version__,
+        description="Removes people from COR workspaces when they leave an IdP group.",
+        lifespan=lifespan,
+    )
+    # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
+    app.state.cor_transport = None
+    app.include_router(health.router)
+    app.include_router(okta.router)
+    app.include_router(admin.router)
+    if sandbox:
+        from app.sandbox import create_sandbox
+
+        app.mount("/sandbox/cor", create_sandbox())
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        log.info("request_refused", path=request.url.path, status=exc.status, reason=exc.message)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    return app
+
+
+def _worker(settings: Settings, db: Database, cor: CorClient) -> Worker:
+    policy = RetryPolicy(
+        max_attempts=settings.bridge_max_attempts,
+        max_age=timedelta(seconds=settings.bridge_max_age_seconds),
+        base_seconds=settings.bridge_retry_base_seconds,
+        max_seconds=settings.bridge_retry_max_seconds,
+    )
+    return Worker(
+        db,
+        cor,
+        policy,
+        concurrency=settings.bridge_worker_concurrency,
+        batch=settings.bridge_worker_batch,
+        poll_seconds=settings.bridge_poll_seconds,
+        lease=timedelta(seconds=settings.bridge_lease_seconds),
+        # SQLite serves one process, so anything left running was ours before a crash.
+        release_on_start=db.dialect == "sqlite",
+    )
+
+
+def with_sandbox(settings: Settings, base_url: str) -> Settings:
+    """Settings whose COR client talks to the sandbox at `base_url` (…/sandbox/cor)."""
+    from app.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+
+    base_url = base_url.rstrip("/")
+    return settings.model_copy(
+        update={
+            "cor_api_url": base_url,
+            "cor_token_url": f"{base_url}/v1/oauth/token",
+            "cor_client_id": SANDBOX_CLIENT_ID,
+            "cor_client_secret": SecretStr(SANDBOX_CLIENT_SECRET),
+            "cor_access_token": None,
+        }
+    )

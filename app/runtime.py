@@ -1,0 +1,80 @@
+"""The running bridge: the objects a request needs, and the one way changes go in."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import anyio
+import structlog
+from fastapi import Depends, Request
+
+from app import metrics
+from app.changes import IgnoredEvent, MembershipChange
+from app.delivery.worker import Worker
+from app.intake import Decision, accept_changes
+from app.mapping import Mapping
+from app.settings import Settings
+from app.store import Database
+
+log = structlog.get_logger(__name__)
+
+
+class Bridge:
+    """What the routes share: settings, database, mapping table and worker."""
+
+    def __init__(self, settings: Settings, db: Database, mapping: Mapping) -> None:
+        self.settings = settings
+        self.db = db
+        self._mapping = mapping
+        self._mapping_lock = threading.Lock()
+        self.mapping_error: str | None = None
+        self.worker: Worker | None = None
+
+    @property
+    def mapping(self) -> Mapping:
+        """The mapping table in force."""
+        with self._mapping_lock:
+            return self._mapping
+
+    def use_mapping(self, mapping: Mapping) -> None:
+        """Swap in a newly loaded, valid mapping table."""
+        with self._mapping_lock:
+            self._mapping = mapping
+            self.mapping_error = None
+
+    async def submit(self, items: Sequence[MembershipChange | IgnoredEvent]) -> list[Decision]:
+        """Run intake in one committed transaction, then wake the worker."""
+        decisions = await anyio.to_thread.run_sync(self._accept, list(items))
+        for item, decision in zip(items, decisions, strict=True):
+            kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
+            metrics.CHANGES.labels(item.provider, kind, decision.decision).inc()
+            log.info(
+                "change_accepted",
+                event_id=decision.event_id,
+                provider=item.provider,
+                kind=kind,
+                decision=decision.decision,
+                detail=decision.detail,
+                job_ids=decision.jobs or None,
+            )
+        if self.worker is not None and any(d.jobs for d in decisions):
+            self.worker.wake()
+        return decisions
+
+    def _accept(self, items: list[MembershipChange | IgnoredEvent]) -> list[Decision]:
+        delay = timedelta(seconds=self.settings.bridge_delivery_delay_seconds)
+        mapping = self.mapping
+        with self.db.begin() as conn:
+            return accept_changes(conn, mapping, items, now=datetime.now(UTC), delay=delay)
+
+
+def get_bridge(request: Request) -> Bridge:
+    """The app's Bridge, for `Depends`."""
+    bridge: Bridge = request.app.state.bridge
+    return bridge
+
+
+BridgeDep = Annotated[Bridge, Depends(get_bridge)]

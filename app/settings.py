@@ -1,0 +1,65 @@
+"""Settings, from the environment and a `.env` file (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the bridge; field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    bridge_database_url: str = "sqlite:///./var/cor-bridge.db"
+    bridge_mapping_file: str = "./mapping.yaml"
+    bridge_admin_token: SecretStr | None = None
+    bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Delivery: how hard to try before a job becomes a dead letter.
+    bridge_max_attempts: int = Field(default=15, ge=1)
+    bridge_max_age_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+    bridge_retry_base_seconds: float = Field(default=2.0, ge=0)
+    bridge_retry_max_seconds: float = Field(default=900.0, ge=0)
+    bridge_worker_concurrency: int = Field(default=8, ge=1, le=256)
+    bridge_worker_batch: int = Field(default=200, ge=1)
+    bridge_poll_seconds: float = Field(default=1.0, gt=0)
+    bridge_lease_seconds: float = Field(default=120.0, gt=0)
+    # A grace period before a removal is sent, so a quick re-add can cancel it.
+    bridge_delivery_delay_seconds: float = Field(default=0.0, ge=0)
+
+    cor_api_url: str = "https://integrations.projectcor.com"
+    cor_token_url: str = "https://api.projectcor.com/v1/oauth/token"  # noqa: S105 - a URL
+    cor_client_id: str | None = None
+    cor_client_secret: SecretStr | None = None
+    cor_access_token: SecretStr | None = None
+    cor_source: str = "OKTA"
+    cor_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    okta_hook_secret: SecretStr | None = None
+    okta_hook_header: str = "Authorization"
+
+    scim_token: SecretStr | None = None
+    scim_provider: Literal["entra", "okta"] = "entra"
+
+    graph_client_state: SecretStr | None = None
+    graph_tenant_id: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret: SecretStr | None = None
+
+    def sources_on(self) -> dict[str, bool]:
+        """Which sources answer; a source without its secret is off (404)."""
+        return {
+            "okta_hook": self.okta_hook_secret is not None,
+            "scim": self.scim_token is not None,
+            "graph": self.graph_client_state is not None,
+            "admin": self.bridge_admin_token is not None,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

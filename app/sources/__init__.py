@@ -1,0 +1,1 @@
+"""Sources: HTTP in, MembershipChange out. They know nothing of COR."""

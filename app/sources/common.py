@@ -1,0 +1,58 @@
+"""What every source needs: a capped body read, a constant-time secret check."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from fastapi import Request
+from pydantic import SecretStr
+
+from app.errors import InputError
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InputError(f"request body is over the {limit}-byte limit", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"request body is over the {limit}-byte limit", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400 that says where it is broken."""
+    if not body.strip():
+        raise InputError("request body is empty; expected JSON")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise InputError("request body is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+
+
+def secret_matches(presented: str | None, expected: SecretStr) -> bool:
+    """Compare a presented secret in constant time."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+
+
+def bearer_matches(authorization: str | None, expected: SecretStr) -> bool:
+    """Check an `Authorization: Bearer <token>` header in constant time."""
+    if not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return secret_matches(token.strip(), expected)

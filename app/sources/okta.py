@@ -1,0 +1,156 @@
+"""Okta event hooks: verification, then batches of System Log events as MembershipChanges."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
+from app.errors import InputError
+from app.runtime import BridgeDep
+from app.sources.common import parse_json, read_body, secret_matches
+
+KINDS = {
+    "group.user_membership.remove": ChangeKind.removed,
+    "group.user_membership.add": ChangeKind.added,
+    "user.lifecycle.deactivate": ChangeKind.user_deactivated,
+}
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class OktaTarget(_Lenient):
+    """One System Log target (User, UserGroup, AppInstance, ...)."""
+
+    id: str
+    type: str
+    alternateId: str | None = None  # noqa: N815
+    displayName: str | None = None  # noqa: N815
+
+
+class OktaOutcome(_Lenient):
+    """Whether the logged action succeeded."""
+
+    result: str | None = None
+
+
+class OktaEvent(_Lenient):
+    """One System Log event inside a hook delivery."""
+
+    uuid: str = Field(min_length=1, max_length=200)
+    published: AwareDatetime
+    eventType: str  # noqa: N815
+    outcome: OktaOutcome | None = None
+    target: list[OktaTarget] | None = None
+
+
+class OktaData(_Lenient):
+    """The `data` member of the envelope."""
+
+    events: list[OktaEvent]
+
+
+class OktaEnvelope(_Lenient):
+    """An Okta event hook delivery."""
+
+    eventType: Literal["com.okta.event_hook"]  # noqa: N815
+    eventId: str | None = None  # noqa: N815
+    data: OktaData
+
+
+def to_changes(envelope: OktaEnvelope) -> list[MembershipChange | IgnoredEvent]:
+    """Every event of a delivery as a change, or as a recorded-but-ignored event."""
+    return [_to_change(event) for event in envelope.data.events]
+
+
+def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:
+    def ignored(reason: str) -> IgnoredEvent:
+        return IgnoredEvent(
+            provider="okta",
+            event_id=event.uuid,
+            occurred_at=event.published,
+            kind=event.eventType,
+            reason=reason,
+        )
+
+    kind = KINDS.get(event.eventType)
+    if kind is None:
+        return ignored(f"event type {event.eventType} is not a membership change")
+    result = event.outcome.result if event.outcome else None
+    if result != "SUCCESS":
+        return ignored(f"outcome is {result or 'missing'}, not SUCCESS")
+    # Okta does not promise target order: pick by type.
+    user = _target(event, "User")
+    group = _target(event, "UserGroup")
+    if user is None:
+        return ignored("no target of type User")
+    if kind is not ChangeKind.user_deactivated and group is None:
+        return ignored("no target of type UserGroup")
+    login = user.alternateId
+    return MembershipChange(
+        provider="okta",
+        event_id=event.uuid,
+        occurred_at=event.published,
+        change=kind,
+        user=UserRef(id=user.id, login=login, email=login if login and "@" in login else None),
+        group=GroupRef(id=group.id, name=group.displayName) if group else None,
+    )
+
+
+def _target(event: OktaEvent, kind: str) -> OktaTarget | None:
+    return next((t for t in event.target or [] if t.type == kind), None)
+
+
+def parse_envelope(body: bytes) -> OktaEnvelope:
+    """The body as an Okta envelope, or a 400 naming what is wrong."""
+    try:
+        return OktaEnvelope.model_validate(parse_json(body))
+    except ValidationError as exc:
+        raise InputError(f"not an Okta event hook delivery: {describe_errors(exc)}") from exc
+
+
+def describe_errors(exc: ValidationError, limit: int = 5) -> str:
+    """Pydantic errors as short text, never echoing the input values."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
+    """404 when the hook is off; 401 unless the configured header carries the secret."""
+    secret = bridge.settings.okta_hook_secret
+    if secret is None:
+        raise HTTPException(404, "Okta event hook is not enabled (OKTA_HOOK_SECRET is unset)")
+    presented = request.headers.get(bridge.settings.okta_hook_header)
+    if not secret_matches(presented, secret):
+        raise HTTPException(
+            401, f"missing or wrong secret in the {bridge.settings.okta_hook_header} header"
+        )
+
+
+router = APIRouter(prefix="/hooks/okta", tags=["okta"], dependencies=[Depends(require_okta_secret)])
+
+
+@router.get("")
+async def verify(
+    challenge: Annotated[str | None, Header(alias="x-okta-verification-challenge")] = None,
+) -> dict[str, str]:
+    """Okta's one-time verification: echo the challenge."""
+    if not challenge:
+        raise InputError("missing x-okta-verification-challenge header")
+    return {"verification": challenge}
+
+
+@router.post("")
+async def receive(request: Request, bridge: BridgeDep) -> dict[str, object]:
+    """A batch of events: stored durably before the 200."""
+    envelope = parse_envelope(await read_body(request, bridge.settings.bridge_max_body_bytes))
+    decisions = await bridge.submit(to_changes(envelope))
+    return {"received": len(decisions), "eventId": envelope.eventId}

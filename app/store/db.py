@@ -1,0 +1,112 @@
+"""The engine: SQLite (WAL, durable commits) or PostgreSQL, and schema migration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from app.errors import ConfigError
+from app.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
+    """An INSERT that can take `.on_conflict_do_nothing(...)` on either engine."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we answer an IdP 2xx.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Take the write lock up front so two writers never deadlock on an upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _postgres_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Database:
+    """One engine for the process; callers own their transactions via `begin()`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            self.engine = _sqlite_engine(url)
+        elif url.startswith(("postgresql", "postgres")):
+            self.engine = _postgres_engine(url)
+        else:
+            raise ConfigError("BRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://")
+        self.dialect = self.engine.dialect.name
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction: commits when the block ends, rolls back on an exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in force."""
+        with self.begin() as conn:
+            if self.dialect == "postgresql":
+                # Several replicas may start at once: one migrates, the others wait here.
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            if not inspect(conn).has_table("schema_version"):
+                metadata.create_all(conn)
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+                return SCHEMA_VERSION
+            found = conn.execute(select(schema_version.c.version)).scalar_one()
+            if found > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"database schema version {found} is newer than this bridge "
+                    f"understands ({SCHEMA_VERSION}); upgrade the bridge"
+                )
+            return int(found)
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

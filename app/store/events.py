@@ -1,0 +1,90 @@
+"""The event log: dedupe by source event id, and what intake decided for each event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, or_, select, update
+
+from app.store.db import insert_ignoring_conflicts
+from app.store.schema import events
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be recorded."""
+
+    provider: str
+    source_event_id: str
+    kind: str
+    occurred_at: datetime
+    received_at: datetime
+    user_id: str | None = None
+    user_login: str | None = None
+    group_id: str | None = None
+    group_name: str | None = None
+    change: dict[str, Any] | None = None
+
+
+def record_event(conn: Connection, new: NewEvent) -> int | None:
+    """Insert the event; None when this (provider, source event id) was seen before."""
+    row = conn.execute(
+        insert_ignoring_conflicts(conn, events)
+        .values(
+            provider=new.provider,
+            source_event_id=new.source_event_id,
+            kind=new.kind,
+            occurred_at=new.occurred_at,
+            received_at=new.received_at,
+            user_id=new.user_id,
+            user_login=new.user_login,
+            group_id=new.group_id,
+            group_name=new.group_name,
+            change=new.change,
+            decision="received",
+            detail=[],
+        )
+        .on_conflict_do_nothing(index_elements=["provider", "source_event_id"])
+        .returning(events.c.id)
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def set_decision(
+    conn: Connection,
+    event_id: int,
+    decision: str,
+    detail: list[str],
+    cor_user_id: str | None = None,
+) -> None:
+    """Record what intake decided for an event, and why."""
+    conn.execute(
+        update(events)
+        .where(events.c.id == event_id)
+        .values(decision=decision, detail=detail, cor_user_id=cor_user_id)
+    )
+
+
+def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict[str, Any]]:
+    """Every event about a user, known by IdP id, login or COR id; oldest first."""
+    rows = conn.execute(
+        select(events)
+        .where(
+            or_(
+                events.c.user_id == user,
+                events.c.user_login == user,
+                events.c.cor_user_id == user,
+            )
+        )
+        .order_by(events.c.occurred_at, events.c.id)
+        .limit(limit)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def count_events(conn: Connection) -> dict[str, int]:
+    """Events by decision."""
+    rows = conn.execute(select(events.c.decision, func.count()).group_by(events.c.decision))
+    return {str(d): int(n) for d, n in rows}

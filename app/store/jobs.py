@@ -1,0 +1,300 @@
+"""The outbox: detach jobs, their claims, outcomes and attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from app.store.schema import attempts, jobs
+
+PENDING, RUNNING, DONE, DEAD, CANCELLED = "pending", "running", "done", "dead", "cancelled"
+STATES = (PENDING, RUNNING, DONE, DEAD, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (COR user, workspace) to detach."""
+
+    id: int
+    cor_user_id: str
+    source: str
+    workspace: str
+    provider: str
+    event_id: int
+    state: str
+    attempts: int
+    solo: bool
+    created_at: datetime
+    next_attempt_at: datetime
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        cor_user_id=row.cor_user_id,
+        source=row.source,
+        workspace=row.workspace,
+        provider=row.provider,
+        event_id=row.event_id,
+        state=row.state,
+        attempts=row.attempts,
+        solo=bool(row.solo),
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+    )
+
+
+def enqueue_job(
+    conn: Connection,
+    *,
+    cor_user_id: str,
+    source: str,
+    workspace: str,
+    provider: str,
+    event_id: int,
+    now: datetime,
+    due: datetime,
+) -> tuple[int, bool]:
+    """Queue a detach; joins an already pending one. Returns (job id, created)."""
+    pending = conn.execute(
+        select(jobs.c.id).where(
+            jobs.c.cor_user_id == cor_user_id,
+            jobs.c.source == source,
+            jobs.c.workspace == workspace,
+            jobs.c.state == PENDING,
+        )
+    ).first()
+    if pending is not None:
+        return int(pending[0]), False
+    job_id = conn.execute(
+        insert(jobs)
+        .values(
+            cor_user_id=cor_user_id,
+            source=source,
+            workspace=workspace,
+            provider=provider,
+            event_id=event_id,
+            state=PENDING,
+            attempts=0,
+            solo=False,
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=due,
+        )
+        .returning(jobs.c.id)
+    ).scalar_one()
+    return int(job_id), True
+
+
+def find_open_jobs(conn: Connection, cor_user_id: str, source: str, workspace: str) -> list[Job]:
+    """Pending or running jobs for one (user, source, workspace)."""
+    rows = conn.execute(
+        select(jobs).where(
+            jobs.c.cor_user_id == cor_user_id,
+            jobs.c.source == source,
+            jobs.c.workspace == workspace,
+            jobs.c.state.in_((PENDING, RUNNING)),
+        )
+    )
+    return [_job(r) for r in rows]
+
+
+def cancel_job(conn: Connection, job_id: int, now: datetime, reason: str) -> bool:
+    """Cancel a job that is still pending; False when it is not (any more)."""
+    done = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == PENDING)
+        .values(state=CANCELLED, updated_at=now, last_message=reason)
+    )
+    return done.rowcount == 1
+
+
+def claim_due_jobs(
+    conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
+) -> list[Job]:
+    """Take up to `limit` due jobs (and jobs whose claim lapsed) for this worker."""
+    due = or_(
+        and_(jobs.c.state == PENDING, jobs.c.next_attempt_at <= now),
+        and_(jobs.c.state == RUNNING, jobs.c.lease_until < now),
+    )
+    ids = [
+        int(r[0])
+        for r in conn.execute(
+            select(jobs.c.id)
+            .where(due)
+            .order_by(jobs.c.next_attempt_at, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ]
+    if not ids:
+        return []
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(state=RUNNING, lease_until=now + lease, claimed_by=worker_id, updated_at=now)
+    )
+    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.id))
+    return [_job(r) for r in rows]
+
+
+def release_claims(conn: Connection, now: datetime) -> int:
+    """Put every running job back to pending (one process on SQLite: nobody else holds them)."""
+    done = conn.execute(
+        update(jobs)
+        .where(jobs.c.state == RUNNING)
+        .values(state=PENDING, lease_until=None, claimed_by=None, updated_at=now)
+    )
+    return int(done.rowcount)
+
+
+def settle_jobs(
+    conn: Connection,
+    ids: Sequence[int],
+    *,
+    state: str,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+    status: int | None = None,
+    code: str | None = None,
+    message: str | None = None,
+    remaining: list[str] | None = None,
+    solo: bool | None = None,
+) -> None:
+    """Record the outcome of a delivery for these jobs; one attempt more for each."""
+    values: dict[str, Any] = {
+        "state": state,
+        "updated_at": now,
+        "attempts": jobs.c.attempts + 1,
+        "lease_until": None,
+        "claimed_by": None,
+        "last_status": status,
+        "last_code": code,
+        "last_message": message,
+    }
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    if remaining is not None:
+        values["remaining"] = remaining
+    if solo is not None:
+        values["solo"] = solo
+    conn.execute(update(jobs).where(jobs.c.id.in_(list(ids))).values(**values))
+
+
+def record_attempts(
+    conn: Connection,
+    ids: Sequence[int],
+    *,
+    at: datetime,
+    outcome: str,
+    duration_ms: int,
+    status: int | None = None,
+    code: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Keep what COR answered to one call, once per job it carried."""
+    if ids:
+        conn.execute(
+            insert(attempts),
+            [
+                {
+                    "job_id": job_id,
+                    "at": at,
+                    "outcome": outcome,
+                    "status": status,
+                    "code": code,
+                    "message": message,
+                    "duration_ms": duration_ms,
+                }
+                for job_id in ids
+            ],
+        )
+
+
+def requeue_jobs(conn: Connection, ids: Sequence[int], now: datetime) -> dict[int, str]:
+    """Send finished, dead or cancelled jobs again; says per id what happened."""
+    result: dict[int, str] = {}
+    for job_id in ids:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            result[job_id] = "not found"
+            continue
+        if row.state in (PENDING, RUNNING):
+            result[job_id] = f"already {row.state}"
+            continue
+        twin = find_open_jobs(conn, row.cor_user_id, row.source, row.workspace)
+        if twin:
+            result[job_id] = f"job {twin[0].id} already {twin[0].state} for the same detach"
+            continue
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(
+                state=PENDING,
+                attempts=0,
+                solo=False,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+                last_message=f"replayed from {row.state}",
+            )
+        )
+        result[job_id] = "requeued"
+    return result
+
+
+def select_job_ids(
+    conn: Connection,
+    *,
+    states: Sequence[str] = (),
+    cor_user_id: str | None = None,
+    workspace: str | None = None,
+    provider: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> list[int]:
+    """Job ids matching a filter, newest first."""
+    query = select(jobs.c.id)
+    if states:
+        query = query.where(jobs.c.state.in_(list(states)))
+    if cor_user_id:
+        query = query.where(jobs.c.cor_user_id == cor_user_id)
+    if workspace:
+        query = query.where(jobs.c.workspace == workspace)
+    if provider:
+        query = query.where(jobs.c.provider == provider)
+    if since:
+        query = query.where(jobs.c.created_at >= since)
+    if until:
+        query = query.where(jobs.c.created_at < until)
+    query = query.order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+    return [int(r[0]) for r in conn.execute(query)]
+
+
+def get_jobs(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Full job rows, newest first."""
+    rows = conn.execute(select(jobs).where(jobs.c.id.in_(list(ids))).order_by(jobs.c.id.desc()))
+    return [dict(r) for r in rows.mappings()]
+
+
+def get_attempts(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    """Every delivery attempt of one job, oldest first."""
+    rows = conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id))
+    return [dict(r) for r in rows.mappings()]
+
+
+def queue_stats(conn: Connection) -> dict[str, Any]:
+    """Jobs by state and the oldest pending job's creation time."""
+    counts = {s: 0 for s in STATES}
+    for state, n in conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)):
+        counts[str(state)] = int(n)
+    oldest = conn.execute(
+        select(func.min(jobs.c.created_at)).where(jobs.c.state.in_((PENDING, RUNNING)))
+    ).scalar()
+    return {"jobs": counts, "oldest_open": oldest}

@@ -1,0 +1,89 @@
+"""The memberships the bridge has seen: who is in which group, as of when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from app.store.schema import memberships
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One (user, group) pair and whether the user is in it."""
+
+    provider: str
+    user_id: str
+    group_id: str
+    group_name: str | None
+    member: bool
+    changed_at: datetime
+    user: dict[str, Any]
+
+
+def _from_row(row: Any) -> Membership:
+    return Membership(
+        provider=row.provider,
+        user_id=row.user_id,
+        group_id=row.group_id,
+        group_name=row.group_name,
+        member=bool(row.member),
+        changed_at=row.changed_at,
+        user=dict(row.user or {}),
+    )
+
+
+def get_membership(
+    conn: Connection, provider: str, user_id: str, group_id: str
+) -> Membership | None:
+    """The pair as last seen, or None."""
+    row = conn.execute(
+        select(memberships).where(
+            memberships.c.provider == provider,
+            memberships.c.user_id == user_id,
+            memberships.c.group_id == group_id,
+        )
+    ).first()
+    return _from_row(row) if row is not None else None
+
+
+def put_membership(conn: Connection, m: Membership) -> None:
+    """Insert or overwrite the pair."""
+    values = {
+        "group_name": m.group_name,
+        "member": m.member,
+        "changed_at": m.changed_at,
+        "user": m.user,
+    }
+    done = conn.execute(
+        update(memberships)
+        .where(
+            memberships.c.provider == m.provider,
+            memberships.c.user_id == m.user_id,
+            memberships.c.group_id == m.group_id,
+        )
+        .values(**values)
+    )
+    if done.rowcount == 0:
+        conn.execute(
+            insert(memberships).values(
+                provider=m.provider, user_id=m.user_id, group_id=m.group_id, **values
+            )
+        )
+
+
+def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:
+    """The groups the user is currently in, as far as the bridge knows."""
+    rows = conn.execute(
+        select(memberships)
+        .where(
+            memberships.c.provider == provider,
+            memberships.c.user_id == user_id,
+            memberships.c.member.is_(True),
+        )
+        .order_by(memberships.c.group_id)
+    )
+    return [_from_row(r) for r in rows]

@@ -1,0 +1,144 @@
+"""Tables and their versions: the only description of the database's shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite may hand back text
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+# Every source event the bridge received: the dedupe key and the history of what was decided.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(16), nullable=False),
+    Column("source_event_id", String(200), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("user_id", String(300)),
+    Column("user_login", String(300)),
+    Column("cor_user_id", String(300)),
+    Column("group_id", String(300)),
+    Column("group_name", String(300)),
+    Column("decision", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("change", JSON),
+    UniqueConstraint("provider", "source_event_id", name="uq_events_source"),
+)
+Index("ix_events_user", events.c.user_id)
+Index("ix_events_login", events.c.user_login)
+Index("ix_events_cor_user", events.c.cor_user_id)
+
+# The memberships the bridge has seen, for the still-granted rule and deactivations.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("user_id", String(300), primary_key=True),
+    Column("group_id", String(300), primary_key=True),
+    Column("group_name", String(300)),
+    Column("member", Boolean, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("user", JSON, nullable=False),
+)
+
+# The outbox: one row per (COR user, workspace) to detach.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cor_user_id", String(300), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("workspace", String(300), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("event_id", Integer, ForeignKey("events.id"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("solo", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", String(64)),
+    Column("last_status", Integer),
+    Column("last_code", String(64)),
+    Column("last_message", Text),
+    Column("remaining", JSON),
+)
+Index("ix_jobs_due", jobs.c.state, jobs.c.next_attempt_at)
+Index("ix_jobs_user", jobs.c.cor_user_id)
+# At most one pending detach per (user, source, workspace): a repeat removal joins it.
+Index(
+    "uq_jobs_pending",
+    jobs.c.cor_user_id,
+    jobs.c.source,
+    jobs.c.workspace,
+    unique=True,
+    sqlite_where=text("state = 'pending'"),
+    postgresql_where=text("state = 'pending'"),
+)
+
+# Every delivery attempt of every job: what COR answered and how long it took.
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status", Integer),
+    Column("code", String(64)),
+    Column("message", Text),
+    Column("duration_ms", Integer, nullable=False),
+)
+Index("ix_attempts_job", attempts.c.job_id)
