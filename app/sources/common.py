@@ -32,9 +32,11 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise InputError("request body is empty; expected JSON")
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError("request body is not UTF-8 text") from exc
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

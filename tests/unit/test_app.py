@@ -1,0 +1,202 @@
+"""The app in process: auth, validation answers, readiness and metrics (COR faked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.builders import load_fixture, okta_delivery, okta_event
+from tests.conftest import MAPPING
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+OKTA = {"Authorization": "hook-secret"}
+
+
+class FakeCor:
+    """Answers COR's token and detach calls, recording the detaches."""
+
+    def __init__(self) -> None:
+        self.detaches: list[tuple[str, dict[str, object]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            return httpx.Response(200, json=load_fixture("cor/token-response.json"))
+        self.detaches.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"id": 1, "workspaces": []})
+
+
+@asynccontextmanager
+async def make_client(
+    tmp_path: Path, cor: FakeCor, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING)
+    values: dict[str, object] = {
+        "bridge_database_url": f"sqlite:///{tmp_path}/bridge.db",
+        "bridge_mapping_file": str(mapping),
+        "bridge_admin_token": "admin-token",
+        "okta_hook_secret": "hook-secret",
+        "cor_api_url": "http://cor.test",
+        "cor_token_url": "http://cor.test/v1/oauth/token",
+        "cor_client_id": "id",
+        "cor_client_secret": "super-secret-value",
+        "bridge_poll_seconds": 0.05,
+        **overrides,
+    }
+    app = create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
+    app.state.cor_transport = httpx.MockTransport(cor)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def cor() -> FakeCor:
+    return FakeCor()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, cor: FakeCor) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(tmp_path, cor) as c:
+        yield c
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = predicate()
+        if not isinstance(done, bool):
+            done = await done
+        if done:
+            return
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_removal_reaches_cor(client: httpx.AsyncClient, cor: FakeCor):
+    reply = await client.post(
+        "/hooks/okta", json=load_fixture("okta/event-hook-membership-remove.json"), headers=OKTA
+    )
+    assert reply.status_code == 200
+    await wait_for(lambda: bool(cor.detaches))
+    assert cor.detaches == [
+        (
+            "/v2/integrations/users/jane@acme.example/detach",
+            {"workspaces": ["WS-ENG", "WS-ONCALL"], "metadata": {"source": "OKTA"}},
+        )
+    ]
+
+
+async def test_sources_without_a_secret_answer_404(tmp_path: Path, cor: FakeCor):
+    async with make_client(tmp_path, cor, okta_hook_secret=None, bridge_admin_token=None) as c:
+        assert (await c.post("/hooks/okta", json={}, headers=OKTA)).status_code == 404
+        assert (await c.get("/admin/jobs", headers=ADMIN)).status_code == 404
+        ready = (await c.get("/readyz")).json()
+        assert ready["checks"]["sources"]["okta_hook"] is False
+
+
+async def test_wrong_secrets_are_401_and_store_nothing(client: httpx.AsyncClient):
+    body = okta_delivery(okta_event("group.user_membership.remove", user="mia"))
+    assert (
+        await client.post("/hooks/okta", json=body, headers={"Authorization": "nope"})
+    ).status_code == 401
+    assert (await client.post("/hooks/okta", json=body)).status_code == 401
+    assert (
+        await client.get("/admin/jobs", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
+    history = await client.get("/admin/users/mia@acme.example/history", headers=ADMIN)
+    assert history.json()["events"] == []
+
+
+async def test_secrets_never_appear_in_answers_or_logs(
+    client: httpx.AsyncClient, capfd: pytest.CaptureFixture[str]
+):
+    await client.post("/hooks/okta", json={}, headers={"Authorization": "hook-secreX"})
+    await client.get("/readyz")
+    out, err = capfd.readouterr()
+    for text in (out, err, (await client.get("/openapi.json")).text):
+        assert "hook-secret" not in text
+        assert "super-secret-value" not in text
+
+
+async def test_verification_needs_the_secret_and_the_challenge(client: httpx.AsyncClient):
+    challenge = {"x-okta-verification-challenge": "abc"}
+    assert (await client.get("/hooks/okta", headers=challenge)).status_code == 401
+    reply = await client.get("/hooks/okta", headers={**challenge, **OKTA})
+    assert reply.json() == {"verification": "abc"}
+    missing = await client.get("/hooks/okta", headers=OKTA)
+    assert missing.status_code == 400
+    assert "x-okta-verification-challenge" in missing.json()["detail"]
+
+
+async def test_admin_change_validation_names_the_field(client: httpx.AsyncClient):
+    reply = await client.post("/admin/changes", json={"provider": "azure"}, headers=ADMIN)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"][-1] == "provider"
+    reply = await client.post("/admin/changes", json={"provider": "okta"}, headers=ADMIN)
+    assert reply.status_code == 422
+    assert "cor_user_id" in json.dumps(reply.json())
+
+
+async def test_admin_job_filters_that_do_not_parse_are_422(client: httpx.AsyncClient):
+    reply = await client.get("/admin/jobs?since=yesterday", headers=ADMIN)
+    assert reply.status_code == 422
+    assert "since" in json.dumps(reply.json())
+    reply = await client.get("/admin/jobs?state=lost", headers=ADMIN)
+    assert reply.status_code == 422
+    assert "unknown state" in json.dumps(reply.json())
+
+
+async def test_replay_of_an_unknown_job_names_it(client: httpx.AsyncClient):
+    reply = await client.post("/admin/replay", json={"ids": [4242]}, headers=ADMIN)
+    assert reply.status_code == 404
+    assert "4242" in reply.json()["detail"]
+    assert (await client.get("/admin/jobs/4242", headers=ADMIN)).status_code == 404
+
+
+async def test_explicit_detach_and_job_detail(client: httpx.AsyncClient, cor: FakeCor):
+    reply = await client.post(
+        "/admin/changes",
+        json={"provider": "okta", "cor_user_id": "li@acme.example", "workspaces": ["WS-OPS"]},
+        headers=ADMIN,
+    )
+    assert reply.status_code == 200
+    [job_id] = reply.json()["jobs"]
+    await wait_for(lambda: bool(cor.detaches))
+
+    async def done() -> bool:
+        reply = await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)
+        return bool(reply.json()["state"] == "done")
+
+    await wait_for(done)
+    job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
+    assert job["workspace"] == "WS-OPS"
+    [attempt] = job["attempts"]
+    assert (attempt["outcome"], attempt["status"]) == ("done", 200)
+
+
+async def test_readyz_and_metrics(client: httpx.AsyncClient, cor: FakeCor):
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True
+    assert body["checks"]["database"]["ok"] and body["checks"]["mapping"]["groups"] == 4
+    await client.post(
+        "/hooks/okta", json=load_fixture("okta/event-hook-membership-remove.json"), headers=OKTA
+    )
+    await wait_for(lambda: bool(cor.detaches))
+    text = (await client.get("/metrics")).text
+    assert 'cor_bridge_changes_total{decision="queued",kind="removed",provider="okta"}' in text
+    assert "cor_bridge_jobs{state=" in text
+    assert "cor_bridge_delivery_latency_seconds_bucket" in text
