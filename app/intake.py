@@ -108,13 +108,29 @@ def _new_event(change: MembershipChange, now: datetime) -> NewEvent:
     )
 
 
-def _newer_change(conn: Connection, change: MembershipChange) -> Membership | None:
-    """The stored state of this (user, group) if it is newer than the change."""
+def _known(conn: Connection, change: MembershipChange) -> Membership | None:
+    """What the bridge last saw of this (user, group), if anything."""
     assert change.group is not None
-    known = membership_store.get_membership(conn, change.provider, change.user.id, change.group.id)
-    if known is not None and known.changed_at > change.occurred_at:
-        return known
-    return None
+    return membership_store.get_membership(
+        conn, change.provider, change.user.id, change.group.id
+    )
+
+
+def _is_newer(known: Membership | None, change: MembershipChange) -> bool:
+    return known is not None and known.changed_at > change.occurred_at
+
+
+def _revoked_workspaces(
+    mapping: Mapping, change: MembershipChange, known: Membership | None
+) -> tuple[str, ...]:
+    """What the group grants now, plus what it granted under the name the user joined it by."""
+    assert change.group is not None
+    workspaces = mapping.workspaces_for(change.provider, change.group)
+    if known is not None and known.member and known.group_name != change.group.name:
+        # A renamed group still took away what it gave: match the old name too.
+        former = mapping.workspaces_for(change.provider, _group_ref(known))
+        workspaces += tuple(w for w in former if w not in workspaces)
+    return workspaces
 
 
 def _remember(conn: Connection, change: MembershipChange, member: bool) -> None:
@@ -137,9 +153,9 @@ def _grant(
     conn: Connection, mapping: Mapping, change: MembershipChange, cor_user_id: str, now: datetime
 ) -> Decision:
     assert change.group is not None
-    newer = _newer_change(conn, change)
-    if newer is not None:
-        return Decision(change.event_id, "superseded", [_superseded_text(newer)])
+    known = _known(conn, change)
+    if known is not None and _is_newer(known, change):
+        return Decision(change.event_id, "superseded", [_superseded_text(known)])
     _remember(conn, change, member=True)
     workspaces = mapping.workspaces_for(change.provider, change.group)
     if not workspaces:
@@ -170,11 +186,11 @@ def _revoke(
     delay: timedelta,
 ) -> Decision:
     assert change.group is not None
-    newer = _newer_change(conn, change)
-    if newer is not None:
-        return Decision(change.event_id, "superseded", [_superseded_text(newer)])
+    known = _known(conn, change)
+    if known is not None and _is_newer(known, change):
+        return Decision(change.event_id, "superseded", [_superseded_text(known)])
     _remember(conn, change, member=False)
-    workspaces = mapping.workspaces_for(change.provider, change.group)
+    workspaces = _revoked_workspaces(mapping, change, known)
     if not workspaces:
         return Decision(
             change.event_id, "unmapped", [f"{_group_text(change)} maps to no workspace"]

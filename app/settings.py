@@ -5,14 +5,17 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every knob of the bridge; field names are the environment variable names."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # An empty variable counts as unset, so `SECRET=` never enables a source with no secret.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     bridge_database_url: str = "sqlite:///./var/cor-bridge.db"
     bridge_mapping_file: str = "./mapping.yaml"
@@ -48,6 +51,20 @@ class Settings(BaseSettings):
     graph_tenant_id: str | None = None
     graph_client_id: str | None = None
     graph_client_secret: SecretStr | None = None
+
+    @field_validator(
+        "bridge_admin_token",
+        "cor_client_secret",
+        "cor_access_token",
+        "okta_hook_secret",
+        "scim_token",
+        "graph_client_state",
+        "graph_client_secret",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def sources_on(self) -> dict[str, bool]:
         """Which sources answer; a source without its secret is off (404)."""

@@ -45,9 +45,10 @@ def parse_json(body: bytes) -> Any:
 
 def secret_matches(presented: str | None, expected: SecretStr) -> bool:
     """Compare a presented secret in constant time."""
-    if presented is None:
+    secret = expected.get_secret_value()
+    if presented is None or not secret:
         return False
-    return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
+    return hmac.compare_digest(presented.encode(), secret.encode())
 
 
 def bearer_matches(authorization: str | None, expected: SecretStr) -> bool:

@@ -211,3 +211,14 @@ def test_nothing_is_kept_when_the_transaction_fails(db, mapping):
     assert open_jobs(db) == []
     with db.begin() as conn:
         assert event_store.count_events(conn) == {}
+
+
+def test_a_renamed_group_still_takes_away_what_it_granted(db, mapping):
+    old, renamed = GroupRef(id="scim-g1", name="Finance"), GroupRef(id="scim-g1", name="Fin-2026")
+    entra = UserRef(id="u1", login="jane@acme.example")
+    join = change(ChangeKind.added, old, user=entra)
+    leave = change(ChangeKind.removed, renamed, user=entra, at=T0 + timedelta(minutes=1))
+    accept(db, mapping, join.model_copy(update={"provider": "entra"}))
+    [d] = accept(db, mapping, leave.model_copy(update={"provider": "entra"}))
+    assert d.decision == "queued"
+    assert open_jobs(db) == [("jane@acme.example", "WS-FIN", "MICROSOFT_DYNAMICS")]
