@@ -111,9 +111,7 @@ def _new_event(change: MembershipChange, now: datetime) -> NewEvent:
 def _known(conn: Connection, change: MembershipChange) -> Membership | None:
     """What the bridge last saw of this (user, group), if anything."""
     assert change.group is not None
-    return membership_store.get_membership(
-        conn, change.provider, change.user.id, change.group.id
-    )
+    return membership_store.get_membership(conn, change.provider, change.user.id, change.group.id)
 
 
 def _is_newer(known: Membership | None, change: MembershipChange) -> bool:

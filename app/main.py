@@ -22,7 +22,7 @@ from app.errors import ConfigError, InputError
 from app.mapping import Mapping, load_mapping
 from app.runtime import Bridge
 from app.settings import Settings
-from app.sources import admin, okta
+from app.sources import admin, okta, scim
 from app.store import Database
 
 log = structlog.get_logger(__name__)
@@ -112,6 +112,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     app.include_router(health.router)
     app.include_router(okta.router)
     app.include_router(admin.router)
+    app.include_router(scim.router)
     if sandbox:
         from app.sandbox import create_sandbox
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 import structlog
 from fastapi import Depends, Request
+from sqlalchemy import Connection
 
 from app import metrics
 from app.changes import IgnoredEvent, MembershipChange
@@ -20,6 +21,8 @@ from app.settings import Settings
 from app.store import Database
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+Item = MembershipChange | IgnoredEvent
 
 
 class Bridge:
@@ -47,7 +50,18 @@ class Bridge:
 
     async def submit(self, items: Sequence[MembershipChange | IgnoredEvent]) -> list[Decision]:
         """Run intake in one committed transaction, then wake the worker."""
-        decisions = await anyio.to_thread.run_sync(self._accept, list(items))
+        _, decisions = await self.transact(lambda conn: (None, items))
+        return decisions
+
+    async def transact(
+        self, work: Callable[[Connection], tuple[T, Sequence[Item]]]
+    ) -> tuple[T, list[Decision]]:
+        """Run `work` and intake of the changes it returns in one transaction.
+
+        `work` may write its own rows (the SCIM server does); nothing is kept unless the
+        whole transaction commits, and only then is the worker woken.
+        """
+        result, items, decisions = await anyio.to_thread.run_sync(self._transact, work)
         for item, decision in zip(items, decisions, strict=True):
             kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
             metrics.CHANGES.labels(item.provider, kind, decision.decision).inc()
@@ -62,13 +76,18 @@ class Bridge:
             )
         if self.worker is not None and any(d.jobs for d in decisions):
             self.worker.wake()
-        return decisions
+        return result, decisions
 
-    def _accept(self, items: list[MembershipChange | IgnoredEvent]) -> list[Decision]:
+    def _transact(
+        self, work: Callable[[Connection], tuple[T, Sequence[Item]]]
+    ) -> tuple[T, list[Item], list[Decision]]:
         delay = timedelta(seconds=self.settings.bridge_delivery_delay_seconds)
         mapping = self.mapping
         with self.db.begin() as conn:
-            return accept_changes(conn, mapping, items, now=datetime.now(UTC), delay=delay)
+            result, items = work(conn)
+            items = list(items)
+            decisions = accept_changes(conn, mapping, items, now=datetime.now(UTC), delay=delay)
+        return result, items, decisions
 
 
 def get_bridge(request: Request) -> Bridge:

@@ -1,13 +1,15 @@
 """The COR client: the only code that speaks HTTP to COR.
 
 Errors raised (see app/errors.py):
-    RetryableError  429, 500, 502, 503, 504, timeouts and network errors (with Retry-After)
-    PermanentError  any other non-2xx, a 401 that survives one fresh token, a bad reply
+    RetryableError  429, 500, 502, 503, 504, timeouts and network errors (with Retry-After),
+                    a token reply that carries no token
+    PermanentError  any other non-2xx (token endpoint too), a 401 that survives one fresh token
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,15 +103,20 @@ class ClientCredentials:
         except httpx.HTTPError as exc:
             self._count("error")
             raise RetryableError(f"COR token endpoint unreachable: {type(exc).__name__}") from exc
-        if reply.status_code != 200:
+        if not reply.is_success:
             self._count(str(reply.status_code))
             raise _error_from(reply, "COR token endpoint")
         try:
             body = reply.json()
-            token, lifetime = str(body["access_token"]), float(body.get("expires_in", 3600))
+            token, expires_in = body["access_token"], body.get("expires_in")
+            lifetime = 3600.0 if expires_in is None else float(expires_in)
         except (ValueError, KeyError, TypeError) as exc:
             self._count("bad_reply")
             raise RetryableError("COR token endpoint sent no access_token") from exc
+        # A null or empty token would otherwise be sent as "Bearer None" until it expired.
+        if not isinstance(token, str) or not token or not math.isfinite(lifetime):
+            self._count("bad_reply")
+            raise RetryableError("COR token endpoint sent no access_token")
         self._count("ok")
         log.info("cor_token_fetched", expires_in=lifetime)
         return token, lifetime
@@ -163,7 +170,10 @@ def _remaining_workspaces(reply: httpx.Response) -> list[str]:
             continue
         integration = ws.get("json_integrations") or {}
         ext = integration.get("origin_external_id") if isinstance(integration, dict) else None
-        remaining.append(str(ext if ext is not None else ws.get("id")))
+        if ext is None:
+            ext = ws.get("id")
+        if ext is not None:  # neither id: nothing we could match, and never the text "None"
+            remaining.append(str(ext))
     return remaining
 
 
@@ -190,7 +200,10 @@ def _cor_error_body(reply: httpx.Response) -> tuple[str | None, str | None]:
     if not isinstance(body, dict):
         return None, None
     code = body.get("code")
-    message = body.get("message")
+    # COR's own errors say "message"; an OAuth2 token endpoint says "error_description".
+    message = body.get("message") or body.get("error_description")
+    if code is None and isinstance(body.get("error"), str):
+        code = body["error"]
     return (str(code) if code is not None else None), (str(message)[:500] if message else None)
 
 
@@ -200,9 +213,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" and "inf" parse as floats but are no delay; NaN would break the scheduler.
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -35,7 +35,8 @@ def next_attempt_at(
         # COR said when; honour it, but never past the backoff ceiling.
         delay = min(error.retry_after, max(policy.max_seconds, 1.0))
     else:
-        ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** (attempts - 1))
+        # Cap the exponent: 2.0 * 2**1100 does not fit a float, and the ceiling wins long before.
+        ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** min(attempts - 1, 64))
         # "Equal jitter": at least half the backoff, so retries spread but still back off.
         delay = ceiling / 2 + (rand or random).uniform(0, ceiling / 2)
     when = now + timedelta(seconds=delay)

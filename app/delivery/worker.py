@@ -11,11 +11,12 @@ from itertools import groupby
 
 import anyio
 import structlog
+from sqlalchemy import Connection
 
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
 from app.delivery.retry import RetryPolicy, next_attempt_at
-from app.errors import PermanentError, RetryableError
+from app.errors import DeliveryError, RetryableError
 from app.store import Database
 from app.store import jobs as job_store
 from app.store.jobs import Job
@@ -80,19 +81,25 @@ class Worker:
     async def run(self) -> None:
         """Deliver until cancelled; a failing round is logged and retried, never fatal."""
         if self._release_on_start:
-            released = await anyio.to_thread.run_sync(self._release)
-            if released:
-                log.info("worker_released_claims", jobs=released)
+            try:
+                released = await anyio.to_thread.run_sync(self._release)
+            except Exception:
+                # Only a head start: claims left behind are taken again when their lease lapses.
+                log.exception("worker_release_failed")
+            else:
+                if released:
+                    log.info("worker_released_claims", jobs=released)
         log.info("worker_started", worker_id=self.worker_id)
         while True:
             self.last_beat = time.monotonic()
+            # Clear before looking, not after: a wake() during an empty round is not lost.
+            self._wake.clear()
             try:
                 claimed = await self.run_once()
             except Exception:
                 log.exception("worker_round_failed")
                 claimed = 0
             if claimed == 0:
-                self._wake.clear()
                 with anyio.move_on_after(self._poll):
                     await self._wake.wait()
 
@@ -122,23 +129,37 @@ class Worker:
     async def _deliver(self, group: list[Job]) -> None:
         first = group[0]
         ids = [j.id for j in group]
-        workspaces = [j.workspace for j in group]
+        # Twins (the same detach queued twice) travel together; COR is told each workspace once.
+        workspaces = list(dict.fromkeys(j.workspace for j in group))
         with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=first.cor_user_id):
             async with self._limit:
                 started = time.perf_counter()
+                outcome = await self._detach(first, workspaces)
+                ms = _ms(started)
+                metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
                 try:
-                    result = await self.cor.detach(first.cor_user_id, workspaces, first.source)
-                except RetryableError as exc:
-                    ms = _ms(started)
-                    metrics.COR_RESPONSES.labels(str(exc.status or "error")).inc()
-                    await anyio.to_thread.run_sync(self._retry_later, group, exc, ms)
-                except PermanentError as exc:
-                    ms = _ms(started)
-                    metrics.COR_RESPONSES.labels(str(exc.status or "error")).inc()
-                    await anyio.to_thread.run_sync(self._give_up, group, exc, ms)
-                else:
-                    metrics.COR_RESPONSES.labels(str(result.status)).inc()
-                    await anyio.to_thread.run_sync(self._done, group, result, _ms(started))
+                    if isinstance(outcome, DetachResult):
+                        await anyio.to_thread.run_sync(self._done, group, outcome, ms)
+                    elif isinstance(outcome, RetryableError):
+                        await anyio.to_thread.run_sync(self._retry_later, group, outcome, ms)
+                    else:
+                        await anyio.to_thread.run_sync(self._give_up, group, outcome, ms)
+                except Exception:
+                    # Not fatal to the round's other deliveries: these jobs keep their claim
+                    # until the lease lapses, then go again.
+                    log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
+
+    async def _detach(self, job: Job, workspaces: list[str]) -> DetachResult | DeliveryError:
+        """COR's answer, or the error it came to; never raises (but for cancellation)."""
+        try:
+            return await self.cor.detach(job.cor_user_id, workspaces, job.source)
+        except DeliveryError as exc:
+            return exc
+        except Exception as exc:
+            # A bug, not COR. Retrying with backoff ends in the dead letters if it persists;
+            # raising would cancel every other delivery of the round mid-flight.
+            log.exception("detach_crashed")
+            return RetryableError(f"unexpected error delivering: {type(exc).__name__}")
 
     def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
         now = self._clock()
@@ -169,6 +190,12 @@ class Worker:
 
     def _retry_later(self, group: list[Job], exc: RetryableError, ms: int) -> None:
         now = self._clock()
+        plan = {
+            job.id: next_attempt_at(
+                self.policy, exc, attempts=job.attempts + 1, created_at=job.created_at, now=now
+            )
+            for job in group
+        }
         with self.db.begin() as conn:
             job_store.record_attempts(
                 conn,
@@ -180,10 +207,9 @@ class Worker:
                 code=exc.code,
                 message=exc.message,
             )
-            for job in group:
-                when = next_attempt_at(
-                    self.policy, exc, attempts=job.attempts + 1, created_at=job.created_at, now=now
-                )
+            retrying = self._fold_twins(conn, [j for j in group if plan[j.id]], exc, now)
+            for job in [j for j in group if not plan[j.id]] + retrying:
+                when = plan[job.id]
                 state = job_store.PENDING if when else job_store.DEAD
                 message = (
                     exc.message
@@ -210,7 +236,7 @@ class Worker:
                     error=exc.message,
                 )
 
-    def _give_up(self, group: list[Job], exc: PermanentError, ms: int) -> None:
+    def _give_up(self, group: list[Job], exc: DeliveryError, ms: int) -> None:
         now = self._clock()
         ids = [j.id for j in group]
         with self.db.begin() as conn:
@@ -228,7 +254,7 @@ class Worker:
                 # One bad workspace must not sink the others: try each alone, now.
                 job_store.settle_jobs(
                     conn,
-                    ids,
+                    [j.id for j in self._fold_twins(conn, group, exc, now)],
                     state=job_store.PENDING,
                     now=now,
                     next_attempt_at=now,
@@ -257,6 +283,51 @@ class Worker:
         )
         if len(group) > 1:
             self.wake()
+
+    def _fold_twins(
+        self, conn: Connection, group: list[Job], exc: DeliveryError, now: datetime
+    ) -> list[Job]:
+        """The jobs of `group` that may go back to pending; each other one is closed as a twin.
+
+        The outbox allows one pending job per (user, source, workspace). A removal queued while
+        this call was in flight, or claimed with it, asks for the same detach, so the older job
+        folds into the newer one instead of breaking that rule (and the whole round with it).
+        """
+        ids = {j.id for j in group}
+        newest: dict[tuple[str, str, str], Job] = {}
+        for job in sorted(group, key=lambda j: j.id):
+            newest[_detach_key(job)] = job
+        into: dict[int, int] = {}
+        for key, job in newest.items():
+            queued = [
+                t.id
+                for t in job_store.find_open_jobs(conn, *key)
+                if t.state == job_store.PENDING and t.id not in ids
+            ]
+            if queued:
+                into[job.id] = queued[0]
+        for job in group:
+            keeper = newest[_detach_key(job)]
+            if job is not keeper:
+                into[job.id] = into.get(keeper.id, keeper.id)
+        for job_id, twin in into.items():
+            job_store.settle_jobs(
+                conn,
+                [job_id],
+                state=job_store.CANCELLED,
+                now=now,
+                status=exc.status,
+                code=exc.code,
+                message=f"folded into job {twin}, which asks for the same detach "
+                f"(this try: {exc.message})",
+            )
+            metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc()
+            log.info("detach_folded_into_twin", job_id=job_id, twin_job_id=twin)
+        return [j for j in group if j.id not in into]
+
+
+def _detach_key(job: Job) -> tuple[str, str, str]:
+    return job.cor_user_id, job.source, job.workspace
 
 
 def _ms(started: float) -> int:

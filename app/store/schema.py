@@ -142,3 +142,40 @@ attempts = Table(
     Column("duration_ms", Integer, nullable=False),
 )
 Index("ix_attempts_job", attempts.c.job_id)
+
+# The SCIM server's resources: what Entra ID or Okta provisioned, and group memberships.
+scim_users = Table(
+    "scim_users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_name_key", String(300), nullable=False, unique=True),  # lower-cased userName
+    Column("external_id", String(300)),
+    Column("active", Boolean, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("modified", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_scim_users_external_id", scim_users.c.external_id)
+
+scim_groups = Table(
+    "scim_groups",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("display_name_key", String(300), nullable=False),  # lower-cased displayName
+    Column("external_id", String(300)),
+    Column("data", JSON, nullable=False),  # everything but members
+    Column("created", UTCDateTime, nullable=False),
+    Column("modified", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_scim_groups_display_name", scim_groups.c.display_name_key)
+Index("ix_scim_groups_external_id", scim_groups.c.external_id)
+
+scim_members = Table(
+    "scim_members",
+    metadata,
+    Column("group_id", String(64), ForeignKey("scim_groups.id"), primary_key=True),
+    Column("user_id", String(64), ForeignKey("scim_users.id"), primary_key=True),
+)
+Index("ix_scim_members_user", scim_members.c.user_id)

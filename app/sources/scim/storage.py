@@ -1,0 +1,312 @@
+"""scim2-server's storage over our SQL store, turning membership losses into changes.
+
+scim2-server applies PATCH and PUT itself and hands us the complete new state; the old
+state is still in the database on the same transaction, so the diff is exact. Every
+change it yields goes to intake before the request's transaction commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from scim2_models import (
+    Meta,
+    NotFoundException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    ScimProvider,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_models.path.expressions import Comparison, CompareOperator
+from scim2_server.storage import ScimStorage, SearchPage
+from sqlalchemy import Connection
+
+from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
+from app.store import scim as scim_store
+from app.store.scim import GROUPS, USERS, Conflict, Row
+
+log = structlog.get_logger(__name__)
+
+# Filters on these attributes are answered from an indexed column first.
+_INDEXED = {
+    (USERS, "username"): "user_name_key",
+    (USERS, "externalid"): "external_id",
+    (USERS, "id"): "id",
+    (GROUPS, "displayname"): "display_name_key",
+    (GROUPS, "externalid"): "external_id",
+    (GROUPS, "id"): "id",
+}
+
+
+class SqlStorage(ScimStorage):
+    """One per request, bound to the request's transaction; collects membership changes."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        provider: ScimProvider,
+        *,
+        idp: Provider,
+        request_id: str,
+        now: datetime,
+        lock: bool = False,
+    ) -> None:
+        self.conn = conn
+        self.provider = provider
+        self.idp: Provider = idp
+        self.request_id = request_id
+        self.now = now
+        self.lock = lock
+        self.changes: list[MembershipChange] = []
+
+    # -- the ScimStorage interface ------------------------------------------------------
+
+    def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        """One resource; members are skipped when the reply excludes them."""
+        row = self._stored(_kind(resource_type), resource_id)
+        return self._resource(
+            resource_type, row, with_members=not _excludes_members(response_parameters)
+        )
+
+    def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        """Filter, sort and page; simple `eq` filters are narrowed in SQL first."""
+        found: list[Resource[Any]] = []
+        for resource_type in resource_types:
+            narrowed = _indexed_eq(_kind(resource_type), search_request)
+            rows = scim_store.list_resources(
+                self.conn,
+                _kind(resource_type),
+                column=narrowed[0] if narrowed else None,
+                value=narrowed[1] if narrowed else None,
+            )
+            found += self._resources(resource_type, rows)
+        if search_request.filter is not None:
+            found = [r for r in found if search_request.filter.match(r)]
+        if search_request.sort_by:
+            found = search_request.sort(found)
+        start = (search_request.start_index or 1) - 1
+        stop = None if search_request.count is None else start + search_request.count
+        return SearchPage(total=len(found), resources=found[start:stop])
+
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        """Store a new resource; a group's initial members count as added."""
+        kind = _kind(resource_type)
+        resource_id = uuid.uuid4().hex
+        try:
+            scim_store.insert_resource(self.conn, kind, resource_id, _document(resource), self.now)
+        except Conflict as exc:
+            raise UniquenessException(detail=exc.message) from exc
+        if kind == GROUPS:
+            self._set_members(resource_id, _member_ids(resource))
+        return self.get(resource_type, resource_id)
+
+    def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+    ) -> Resource[Any]:
+        """Replace a resource with its new state (after PATCH or PUT) and diff its meaning."""
+        kind = _kind(resource_type)
+        assert resource.id is not None
+        before = self._stored(kind, resource.id)
+        try:
+            saved = scim_store.update_resource(
+                self.conn,
+                kind,
+                resource.id,
+                _document(resource),
+                self.now,
+                _version(expected_version),
+            )
+        except Conflict as exc:
+            raise UniquenessException(detail=exc.message) from exc
+        if not saved:
+            raise PreconditionFailedException(detail=f"{kind} {resource.id} changed meanwhile")
+        if kind == GROUPS:
+            self._set_members(resource.id, _member_ids(resource), renamed_from=before)
+        else:
+            self._note_activity(before, resource)
+        return self.get(resource_type, resource.id)
+
+    def delete(
+        self, resource_type: ResourceType, resource_id: str, *, expected_version: str | None = None
+    ) -> None:
+        """Delete a resource: a group's members and a user's groups count as removed."""
+        kind = _kind(resource_type)
+        row = self._stored(kind, resource_id)
+        if expected_version is not None and row.version != _version(expected_version):
+            raise PreconditionFailedException(detail=f"{kind} {resource_id} changed meanwhile")
+        if kind == GROUPS:
+            self._set_members(resource_id, set())
+        else:
+            for group_id in sorted(scim_store.user_group_ids(self.conn, resource_id)):
+                group = self._stored(GROUPS, group_id)
+                self._record(ChangeKind.removed, row, group)
+        scim_store.delete_resource(self.conn, kind, resource_id)
+
+    # -- membership changes ---------------------------------------------------------------
+
+    def _set_members(
+        self, group_id: str, wanted: set[str], renamed_from: Row | None = None
+    ) -> None:
+        known = scim_store.existing_user_ids(self.conn, wanted)
+        if wanted - known:
+            # Okta may push a member it has not provisioned; there is nobody to detach.
+            log.warning(
+                "scim_unknown_members_skipped", group_id=group_id, count=len(wanted - known)
+            )
+        removed, added = scim_store.set_group_members(self.conn, group_id, known)
+        group = self._stored(GROUPS, group_id)
+        for user_id in sorted(removed):
+            self._record(ChangeKind.removed, self._stored(USERS, user_id), group)
+        for user_id in sorted(added):
+            self._record(ChangeKind.added, self._stored(USERS, user_id), group)
+
+    def _note_activity(self, before: Row, after: Resource[Any]) -> None:
+        """`active` false is leaving every group; true again rejoins the groups still held."""
+        now_active = getattr(after, "active", None) is not False
+        if before.active and not now_active:
+            self._record(ChangeKind.user_deactivated, self._stored(USERS, before.id), None)
+        elif not before.active and now_active:
+            user = self._stored(USERS, before.id)
+            for group_id in sorted(scim_store.user_group_ids(self.conn, before.id)):
+                self._record(ChangeKind.added, user, self._stored(GROUPS, group_id))
+
+    def _record(self, kind: ChangeKind, user: Row, group: Row | None) -> None:
+        self.changes.append(
+            MembershipChange(
+                provider=self.idp,
+                event_id=f"scim:{self.request_id}:{len(self.changes):04d}",
+                occurred_at=self.now,
+                change=kind,
+                user=user_ref(user),
+                group=group_ref(group) if group is not None else None,
+            )
+        )
+
+    # -- rows and resources ---------------------------------------------------------------
+
+    def _stored(self, kind: str, resource_id: str) -> Row:
+        row = scim_store.get_resource(self.conn, kind, resource_id, lock=self.lock)
+        if row is None:
+            raise NotFoundException(detail=f"{kind} {resource_id} not found")
+        return row
+
+    def _resources(self, resource_type: ResourceType, rows: list[Row]) -> list[Resource[Any]]:
+        members = (
+            scim_store.members_of(self.conn, [r.id for r in rows])
+            if resource_type.name == GROUPS
+            else {}
+        )
+        return [self._build(resource_type, row, members.get(row.id)) for row in rows]
+
+    def _resource(
+        self, resource_type: ResourceType, row: Row, *, with_members: bool
+    ) -> Resource[Any]:
+        members = None
+        if resource_type.name == GROUPS and with_members:
+            members = scim_store.members_of(self.conn, [row.id])[row.id]
+        return self._build(resource_type, row, members)
+
+    def _build(
+        self, resource_type: ResourceType, row: Row, members: list[tuple[str, str]] | None
+    ) -> Resource[Any]:
+        model = self.provider.model_for(resource_type)
+        assert model is not None and issubclass(model, Resource)
+        data = dict(row.data)
+        if members is not None:
+            data["members"] = [
+                {"value": uid, "display": name, "$ref": f"Users/{uid}", "type": "User"}
+                for uid, name in members
+            ]
+        resource = model.model_validate(data)
+        resource.id = row.id
+        resource.meta = Meta(
+            resource_type=resource_type.name,
+            created=row.created,
+            last_modified=row.modified,
+            version=f'W/"{row.version}"',
+        )
+        return resource
+
+
+def _kind(resource_type: ResourceType) -> str:
+    return USERS if resource_type.name == USERS else GROUPS
+
+
+def user_ref(row: Row) -> UserRef:
+    """A SCIM user as the IdP identifiers intake knows: `id` is the externalId when sent."""
+    data = row.data
+    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    return UserRef(
+        id=str(data.get("externalId") or row.id),
+        login=data.get("userName"),
+        email=primary["value"] if primary else None,
+        externalId=data.get("externalId"),
+        userName=data.get("userName"),
+    )
+
+
+def group_ref(row: Row) -> GroupRef:
+    """A SCIM group for the mapping: `id` is the externalId when sent, else ours."""
+    return GroupRef(id=str(row.data.get("externalId") or row.id), name=row.data.get("displayName"))
+
+
+def _document(resource: Resource[Any]) -> dict[str, Any]:
+    """What we store of a resource: everything but id, meta and members."""
+    return resource.model_dump(mode="json", exclude={"id", "meta", "members"}, by_alias=True)
+
+
+def _member_ids(resource: Resource[Any]) -> set[str]:
+    return {str(m.value) for m in getattr(resource, "members", None) or [] if m.value}
+
+
+def _version(etag: str | None) -> int | None:
+    if etag is None:
+        return None
+    try:
+        return int(etag.removeprefix("W/").strip('"'))
+    except ValueError:
+        return -1  # an ETag we never issued matches nothing
+
+
+def _excludes_members(parameters: ResponseParameters[Any] | None) -> bool:
+    excluded = parameters.excluded_attributes if parameters else None
+    return bool(excluded and any(str(p).lower() == "members" for p in excluded))
+
+
+def _indexed_eq(kind: str, search: SearchRequest[Any]) -> tuple[str, str] | None:
+    """(column, value) when the filter is one `eq` on an indexed attribute."""
+    if search.filter is None:
+        return None
+    node = search.filter.ast
+    if not isinstance(node, Comparison) or node.op is not CompareOperator.eq:
+        return None
+    if node.attr_path.sub_attr or not isinstance(node.value, str):
+        return None
+    column = _INDEXED.get((kind, node.attr_path.attr.lower()))
+    if column is None:
+        return None
+    value = node.value.lower() if column.endswith("_key") else node.value
+    return column, value
