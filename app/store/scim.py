@@ -15,7 +15,7 @@ from app.store.schema import scim_groups, scim_members, scim_users
 USERS, GROUPS = "User", "Group"
 
 
-class Conflict(InputError):
+class ConflictError(InputError):
     """A unique value (a userName) is already taken."""
 
     def __init__(self, message: str) -> None:
@@ -78,7 +78,7 @@ def get_resource(
 def list_resources(
     conn: Connection, kind: str, *, column: str | None = None, value: str | None = None
 ) -> list[Row]:
-    """Users or groups, oldest first; optionally only those whose indexed `column` equals `value`."""
+    """Users or groups, oldest first; optionally only where the indexed `column` is `value`."""
     table = _table(kind)
     query = select(table).order_by(table.c.created, table.c.id)
     if column is not None:
@@ -89,7 +89,7 @@ def list_resources(
 def insert_resource(
     conn: Connection, kind: str, resource_id: str, data: dict[str, Any], now: datetime
 ) -> None:
-    """Store a new user or group; Conflict when its userName is taken."""
+    """Store a new user or group; ConflictError when its userName is taken."""
     statement = insert(_table(kind)).values(
         id=resource_id, data=data, created=now, modified=now, version=1, **_keys(kind, data)
     )
@@ -130,7 +130,7 @@ def _execute_unique(conn: Connection, statement: Any, data: dict[str, Any]) -> i
         with conn.begin_nested():
             return int(conn.execute(statement).rowcount)
     except exc.IntegrityError as error:
-        raise Conflict(f"userName {data.get('userName')!r} is already taken") from error
+        raise ConflictError(f"userName {data.get('userName')!r} is already taken") from error
 
 
 def group_member_ids(conn: Connection, group_id: str) -> set[str]:

@@ -42,11 +42,6 @@ def scim_service() -> BridgeScimService:
     return BridgeScimService(make_provider())
 
 
-@router.api_route(
-    "/{path:path}",
-    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-    summary="SCIM 2.0: Users, Groups, ServiceProviderConfig, ResourceTypes, Schemas",
-)
 async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
     """Authenticate, then let scim2-server answer over our store, in one transaction."""
     service = scim_service()
@@ -75,6 +70,16 @@ async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
         log.exception("scim_request_failed", method=request.method, path=path)
         reply = service.error_response(exc)
     return _response(reply)
+
+
+for _method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+    router.add_api_route(
+        "/{path:path}",
+        scim,
+        methods=[_method],
+        operation_id=f"scim_{_method.lower()}",
+        summary=f"SCIM 2.0 {_method}: Users, Groups, ServiceProviderConfig, ResourceTypes, Schemas",
+    )
 
 
 def _handle(

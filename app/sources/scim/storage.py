@@ -23,13 +23,13 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
-from scim2_models.path.expressions import Comparison, CompareOperator
+from scim2_models.path.expressions import CompareOperator, Comparison
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
 from app.store import scim as scim_store
-from app.store.scim import GROUPS, USERS, Conflict, Row
+from app.store.scim import GROUPS, USERS, ConflictError, Row
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +112,7 @@ class SqlStorage(ScimStorage):
         resource_id = uuid.uuid4().hex
         try:
             scim_store.insert_resource(self.conn, kind, resource_id, _document(resource), self.now)
-        except Conflict as exc:
+        except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if kind == GROUPS:
             self._set_members(resource_id, _member_ids(resource))
@@ -138,7 +138,7 @@ class SqlStorage(ScimStorage):
                 self.now,
                 _version(expected_version),
             )
-        except Conflict as exc:
+        except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if not saved:
             raise PreconditionFailedException(detail=f"{kind} {resource.id} changed meanwhile")
