@@ -167,8 +167,10 @@ def _grant(
             reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
             if job_store.cancel_job(conn, job.id, now, reason):
                 detail.append(f"cancelled job {job.id} ({workspace}): {reason}")
-            else:
-                detail.append(f"job {job.id} ({workspace}) was already being delivered")
+            elif job_store.request_cancel(conn, job.id, now, reason):
+                detail.append(
+                    f"job {job.id} ({workspace}) is being delivered; it will not be retried"
+                )
     if not detail:
         detail.append(f"member of {_group_text(change)}; grants {', '.join(workspaces)}")
     return Decision(change.event_id, "granted", detail)

@@ -122,8 +122,8 @@ class Worker:
                 conn,
                 now=self._clock(),
                 limit=self._batch,
-                worker_id=self.worker_id,
                 lease=self._lease,
+                worker_id=self.worker_id,
             )
 
     async def _deliver(self, group: list[Job]) -> None:
@@ -171,6 +171,7 @@ class Worker:
             job_store.settle_jobs(
                 conn,
                 ids,
+                worker_id=self.worker_id,
                 state=job_store.DONE,
                 now=now,
                 status=result.status,
@@ -219,6 +220,7 @@ class Worker:
                 job_store.settle_jobs(
                     conn,
                     [job.id],
+                    worker_id=self.worker_id,
                     state=state,
                     now=now,
                     next_attempt_at=when,
@@ -255,6 +257,7 @@ class Worker:
                 job_store.settle_jobs(
                     conn,
                     [j.id for j in self._fold_twins(conn, group, exc, now)],
+                    worker_id=self.worker_id,
                     state=job_store.PENDING,
                     now=now,
                     next_attempt_at=now,
@@ -267,6 +270,7 @@ class Worker:
                 job_store.settle_jobs(
                     conn,
                     ids,
+                    worker_id=self.worker_id,
                     state=job_store.DEAD,
                     now=now,
                     status=exc.status,
@@ -314,6 +318,7 @@ class Worker:
             job_store.settle_jobs(
                 conn,
                 [job_id],
+                worker_id=self.worker_id,
                 state=job_store.CANCELLED,
                 now=now,
                 status=exc.status,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
 from app.store.schema import attempts, jobs
 
@@ -142,14 +142,41 @@ def claim_due_jobs(
     return [_job(r) for r in rows]
 
 
-def release_claims(conn: Connection, now: datetime) -> int:
-    """Put every running job back to pending (one process on SQLite: nobody else holds them)."""
+def request_cancel(conn: Connection, job_id: int, now: datetime, reason: str) -> bool:
+    """Ask a job being delivered not to be retried; False when it is not running."""
     done = conn.execute(
         update(jobs)
-        .where(jobs.c.state == RUNNING)
-        .values(state=PENDING, lease_until=None, claimed_by=None, updated_at=now)
+        .where(jobs.c.id == job_id, jobs.c.state == RUNNING)
+        .values(cancel_reason=reason, updated_at=now)
     )
-    return int(done.rowcount)
+    return done.rowcount == 1
+
+
+def release_claims(conn: Connection, now: datetime) -> int:
+    """Put every running job back to pending (one process on SQLite: nobody else holds them).
+
+    A running job whose detach is also pending (queued while it was in flight) folds into
+    that pending one, so the outbox keeps at most one pending job per detach.
+    """
+    rows = conn.execute(select(jobs).where(jobs.c.state == RUNNING).order_by(jobs.c.id.desc()))
+    released = 0
+    kept: set[tuple[str, str, str]] = set()
+    for row in rows.all():
+        key = (row.cor_user_id, row.source, row.workspace)
+        twin = any(j.state == PENDING for j in find_open_jobs(conn, *key))
+        if row.cancel_reason or twin or key in kept:
+            message = row.cancel_reason or "folded into another job for the same detach"
+            values: dict[str, Any] = {"state": CANCELLED, "last_message": message}
+        else:
+            kept.add(key)
+            values = {"state": PENDING}
+            released += 1
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row.id)
+            .values(lease_until=None, claimed_by=None, updated_at=now, **values)
+        )
+    return released
 
 
 def settle_jobs(
@@ -164,8 +191,13 @@ def settle_jobs(
     message: str | None = None,
     remaining: list[str] | None = None,
     solo: bool | None = None,
+    worker_id: str | None = None,
 ) -> None:
-    """Record the outcome of a delivery for these jobs; one attempt more for each."""
+    """Record the outcome of a delivery for these jobs; one attempt more for each.
+
+    A job asked to cancel while in flight ends cancelled rather than retried or dead. With
+    `worker_id`, only jobs this worker still holds are touched (its lease may have lapsed).
+    """
     values: dict[str, Any] = {
         "state": state,
         "updated_at": now,
@@ -176,13 +208,20 @@ def settle_jobs(
         "last_code": code,
         "last_message": message,
     }
+    if state in (PENDING, DEAD):
+        asked = jobs.c.cancel_reason.is_not(None)
+        values["state"] = case((asked, CANCELLED), else_=state)
+        values["last_message"] = case((asked, jobs.c.cancel_reason), else_=message)
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
     if remaining is not None:
         values["remaining"] = remaining
     if solo is not None:
         values["solo"] = solo
-    conn.execute(update(jobs).where(jobs.c.id.in_(list(ids))).values(**values))
+    query = update(jobs).where(jobs.c.id.in_(list(ids)))
+    if worker_id is not None:
+        query = query.where(jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
+    conn.execute(query.values(**values))
 
 
 def record_attempts(
@@ -240,6 +279,7 @@ def requeue_jobs(conn: Connection, ids: Sequence[int], now: datetime) -> dict[in
                 next_attempt_at=now,
                 created_at=now,
                 updated_at=now,
+                cancel_reason=None,
                 last_message=f"replayed from {row.state}",
             )
         )

@@ -114,6 +114,9 @@ jobs = Table(
     Column("last_code", String(64)),
     Column("last_message", Text),
     Column("remaining", JSON),
+    # Set when a re-grant arrives while the job is being delivered: a failed try then
+    # cancels the job instead of retrying a detach the user no longer needs.
+    Column("cancel_reason", Text),
 )
 Index("ix_jobs_due", jobs.c.state, jobs.c.next_attempt_at)
 Index("ix_jobs_user", jobs.c.cor_user_id)

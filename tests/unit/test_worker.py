@@ -391,9 +391,9 @@ async def test_release_on_start_puts_running_jobs_back(db, fake, make_worker):
     assert [c.workspaces for c in fake.detaches] == [["WS-ENG"]]
 
 
-async def test_a_failed_release_does_not_stop_the_worker(db, fake, make_worker):
+async def test_release_folds_a_crashed_claim_into_its_pending_twin(db, fake, make_worker):
     # A crashed claim with a pending twin: putting it back to pending would break the
-    # one-pending-per-detach rule, so release_claims fails. The worker must still deliver.
+    # one-pending-per-detach rule, so it folds into the twin, which is delivered once.
     [crashed] = enqueue(db, "jane", "WS-ENG")
     claim_as_another_worker(db, now=T0, lease=timedelta(hours=1))
     [twin] = enqueue(db, "jane", "WS-ENG")
@@ -401,7 +401,9 @@ async def test_a_failed_release_does_not_stop_the_worker(db, fake, make_worker):
     task = await run_until(worker, lambda: job(db, twin)["state"] == job_store.DONE)
     assert not task.done()
     await stop(task)
-    assert job(db, crashed)["state"] == job_store.RUNNING  # taken again when its lease lapses
+    assert job(db, crashed)["state"] == job_store.CANCELLED
+    assert "folded" in job(db, crashed)["last_message"]
+    assert len(fake.detaches) == 1
 
 
 async def test_wake_skips_the_poll_wait(db, fake, make_worker):
@@ -552,3 +554,42 @@ def test_mapping_fixture_is_the_one_intake_uses(mapping: Mapping):
     # Guards the coalescing test above: ENG grants two workspaces, FIN one.
     assert list(mapping.workspaces_for("okta", ENG)) == ["WS-ENG", "WS-ONCALL"]
     assert list(mapping.workspaces_for("okta", FIN)) == ["WS-FIN"]
+
+
+def _change(kind: ChangeKind, at: datetime) -> MembershipChange:
+    return MembershipChange(
+        provider="okta",
+        event_id=f"ev-{next(_seq)}",
+        occurred_at=at,
+        change=kind,
+        user=UserRef(id="00ujane", login="jane"),
+        group=FIN,
+    )
+
+
+@pytest.mark.parametrize("reply", [503, 200])
+async def test_a_regrant_during_delivery_stops_the_retry_not_the_call(
+    db, mapping: Mapping, make_worker, reply: int
+):
+    slow = FakeCor(delay=0.3)
+    slow.valid.add(STATIC)
+    slow.script_detach(httpx.Response(reply, json={"id": 1, "workspaces": []}))
+    with db.begin() as conn:
+        [removed] = accept_changes(conn, mapping, [_change(ChangeKind.removed, T0)], now=T0)
+    async with slow.client() as http:
+        worker = Worker(db, CorClient(http, API_URL, StaticToken(STATIC)), NO_BACKOFF)
+        delivery = asyncio.create_task(worker.run_once())
+        await asyncio.sleep(0.1)  # the detach is in flight
+        with db.begin() as conn:
+            [added] = accept_changes(
+                conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0
+            )
+        assert "will not be retried" in added.detail[0]
+        await delivery
+    [job_id] = removed.jobs
+    row = job(db, job_id)
+    if reply == 503:
+        assert row["state"] == job_store.CANCELLED
+        assert "re-granted" in row["last_message"]
+    else:  # COR already did it; the history says so
+        assert row["state"] == job_store.DONE
