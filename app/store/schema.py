@@ -180,5 +180,6 @@ scim_members = Table(
     metadata,
     Column("group_id", String(64), ForeignKey("scim_groups.id"), primary_key=True),
     Column("user_id", String(64), ForeignKey("scim_users.id"), primary_key=True),
+    Column("display", String(300)),  # as the IdP sent it
 )
 Index("ix_scim_members_user", scim_members.c.user_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, exc, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, exc, insert, select, update
 
 from app.errors import InputError
 from app.store.schema import scim_groups, scim_members, scim_users
@@ -133,26 +133,20 @@ def _execute_unique(conn: Connection, statement: Any, data: dict[str, Any]) -> i
         raise ConflictError(f"userName {data.get('userName')!r} is already taken") from error
 
 
-def group_member_ids(conn: Connection, group_id: str) -> set[str]:
-    """The ids of the group's members."""
-    query = select(scim_members.c.user_id).where(scim_members.c.group_id == group_id)
-    return set(conn.scalars(query))
-
-
 def members_of(conn: Connection, group_ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-    """Per group, its members as (user id, userName), in a stable order."""
+    """Per group, its members as (user id, display name), in a stable order."""
     ids = list(group_ids)
     result: dict[str, list[tuple[str, str]]] = {g: [] for g in ids}
     if not ids:
         return result
     query = (
-        select(scim_members.c.group_id, scim_users.c.id, scim_users.c.data)
+        select(scim_members.c.group_id, scim_users.c.id, scim_members.c.display, scim_users.c.data)
         .join(scim_users, scim_users.c.id == scim_members.c.user_id)
         .where(scim_members.c.group_id.in_(ids))
         .order_by(scim_members.c.group_id, scim_users.c.id)
     )
-    for group_id, user_id, data in conn.execute(query):
-        result[group_id].append((user_id, str(data.get("userName", ""))))
+    for group_id, user_id, display, data in conn.execute(query):
+        result[group_id].append((user_id, display or str(data.get("userName", ""))))
     return result
 
 
@@ -170,18 +164,32 @@ def existing_user_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
     return set(conn.scalars(select(scim_users.c.id).where(scim_users.c.id.in_(wanted))))
 
 
-def set_group_members(conn: Connection, group_id: str, new: set[str]) -> tuple[set[str], set[str]]:
-    """Make the group's members exactly `new`; returns (removed, added) user ids."""
-    old = group_member_ids(conn, group_id)
-    removed, added = old - new, new - old
-    if removed:
-        conn.execute(
-            delete(scim_members).where(
-                scim_members.c.group_id == group_id, scim_members.c.user_id.in_(list(removed))
+def set_group_members(
+    conn: Connection, group_id: str, wanted: dict[str, str | None]
+) -> tuple[set[str], set[str]]:
+    """Make the group's members exactly `wanted` (user id -> display); returns (removed, added)."""
+    current = {
+        user_id: display
+        for user_id, display in conn.execute(
+            select(scim_members.c.user_id, scim_members.c.display).where(
+                scim_members.c.group_id == group_id
             )
         )
+    }
+    removed, added = set(current) - set(wanted), set(wanted) - set(current)
+    member = and_(scim_members.c.group_id == group_id)
+    if removed:
+        conn.execute(delete(scim_members).where(member, scim_members.c.user_id.in_(list(removed))))
     if added:
         conn.execute(
-            insert(scim_members), [{"group_id": group_id, "user_id": u} for u in sorted(added)]
+            insert(scim_members),
+            [{"group_id": group_id, "user_id": u, "display": wanted[u]} for u in sorted(added)],
         )
+    for user_id in set(wanted) & set(current):
+        if wanted[user_id] != current[user_id]:
+            conn.execute(
+                update(scim_members)
+                .where(member, scim_members.c.user_id == user_id)
+                .values(display=wanted[user_id])
+            )
     return removed, added

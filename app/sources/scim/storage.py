@@ -115,7 +115,7 @@ class SqlStorage(ScimStorage):
         except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if kind == GROUPS:
-            self._set_members(resource_id, _member_ids(resource))
+            self._set_members(resource_id, _members(resource))
         return self.get(resource_type, resource_id)
 
     def update(
@@ -143,7 +143,7 @@ class SqlStorage(ScimStorage):
         if not saved:
             raise PreconditionFailedException(detail=f"{kind} {resource.id} changed meanwhile")
         if kind == GROUPS:
-            self._set_members(resource.id, _member_ids(resource), renamed_from=before)
+            self._set_members(resource.id, _members(resource))
         else:
             self._note_activity(before, resource)
         return self.get(resource_type, resource.id)
@@ -157,7 +157,7 @@ class SqlStorage(ScimStorage):
         if expected_version is not None and row.version != _version(expected_version):
             raise PreconditionFailedException(detail=f"{kind} {resource_id} changed meanwhile")
         if kind == GROUPS:
-            self._set_members(resource_id, set())
+            self._set_members(resource_id, {})
         else:
             for group_id in sorted(scim_store.user_group_ids(self.conn, resource_id)):
                 group = self._stored(GROUPS, group_id)
@@ -166,16 +166,16 @@ class SqlStorage(ScimStorage):
 
     # -- membership changes ---------------------------------------------------------------
 
-    def _set_members(
-        self, group_id: str, wanted: set[str], renamed_from: Row | None = None
-    ) -> None:
+    def _set_members(self, group_id: str, wanted: dict[str, str | None]) -> None:
         known = scim_store.existing_user_ids(self.conn, wanted)
-        if wanted - known:
+        if set(wanted) - known:
             # Okta may push a member it has not provisioned; there is nobody to detach.
             log.warning(
-                "scim_unknown_members_skipped", group_id=group_id, count=len(wanted - known)
+                "scim_unknown_members_skipped", group_id=group_id, count=len(set(wanted) - known)
             )
-        removed, added = scim_store.set_group_members(self.conn, group_id, known)
+        removed, added = scim_store.set_group_members(
+            self.conn, group_id, {u: d for u, d in wanted.items() if u in known}
+        )
         group = self._stored(GROUPS, group_id)
         for user_id in sorted(removed):
             self._record(ChangeKind.removed, self._stored(USERS, user_id), group)
@@ -278,8 +278,9 @@ def _document(resource: Resource[Any]) -> dict[str, Any]:
     return resource.model_dump(mode="json", exclude={"id", "meta", "members"}, by_alias=True)
 
 
-def _member_ids(resource: Resource[Any]) -> set[str]:
-    return {str(m.value) for m in getattr(resource, "members", None) or [] if m.value}
+def _members(resource: Resource[Any]) -> dict[str, str | None]:
+    """Member user id -> the display name the IdP sent with it."""
+    return {str(m.value): m.display for m in getattr(resource, "members", None) or [] if m.value}
 
 
 def _version(etag: str | None) -> int | None:
