@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.main import create_app
-from app.settings import Settings
 from tests.builders import load_fixture, okta_delivery, okta_event
-from tests.conftest import MAPPING
-
-ADMIN = {"Authorization": "Bearer admin-token"}
-OKTA = {"Authorization": "hook-secret"}
-
-
-class FakeCor:
-    """Answers COR's token and detach calls, recording the detaches."""
-
-    def __init__(self) -> None:
-        self.detaches: list[tuple[str, dict[str, object]]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/oauth/token"):
-            return httpx.Response(200, json=load_fixture("cor/token-response.json"))
-        self.detaches.append((request.url.path, json.loads(request.content)))
-        return httpx.Response(200, json={"id": 1, "workspaces": []})
-
-
-@asynccontextmanager
-async def make_client(
-    tmp_path: Path, cor: FakeCor, **overrides: object
-) -> AsyncIterator[httpx.AsyncClient]:
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING)
-    values: dict[str, object] = {
-        "bridge_database_url": f"sqlite:///{tmp_path}/bridge.db",
-        "bridge_mapping_file": str(mapping),
-        "bridge_admin_token": "admin-token",
-        "okta_hook_secret": "hook-secret",
-        "cor_api_url": "http://cor.test",
-        "cor_token_url": "http://cor.test/v1/oauth/token",
-        "cor_client_id": "id",
-        "cor_client_secret": "super-secret-value",
-        "bridge_poll_seconds": 0.05,
-        **overrides,
-    }
-    app = create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
-    app.state.cor_transport = httpx.MockTransport(cor)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c,
-    ):
-        yield c
+from tests.inprocess import ADMIN, OKTA, FakeCor, make_client, wait_for
 
 
 @pytest.fixture
@@ -70,18 +22,6 @@ def cor() -> FakeCor:
 async def client(tmp_path: Path, cor: FakeCor) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(tmp_path, cor) as c:
         yield c
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        done = predicate()
-        if not isinstance(done, bool):
-            done = await done
-        if done:
-            return
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_removal_reaches_cor(client: httpx.AsyncClient, cor: FakeCor):

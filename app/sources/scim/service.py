@@ -11,9 +11,12 @@ from scim2_models import (
     ChangePassword,
     ETag,
     Filter,
+    InvalidPathException,
     Patch,
     PatchOp,
+    Path,
     ResourceType,
+    SCIMException,
     ScimPolicy,
     ScimProvider,
     ServiceProviderConfig,
@@ -65,8 +68,9 @@ class BridgeScimService(ScimService):
     def read_patch(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> PatchOp[Any]:
-        """Entra sends `{"op":"Remove","path":"members","value":[{"$ref":null,"value":id}]}`.
+        """Parse a PATCH, refusing typos in paths and matching Entra's removals by value.
 
+        Entra sends `{"op":"Remove","path":"members","value":[{"$ref":null,"value":id}]}`.
         scim2 turns each entry into a filter on all its keys, and `$ref eq null` matches no
         stored member, so the removal would silently do nothing. Only `value` identifies one.
         """
@@ -76,6 +80,8 @@ class BridgeScimService(ScimService):
             return super().read_patch(resource_type, body, content_type)
         operations = document.get("Operations") if isinstance(document, dict) else None
         for op in operations if isinstance(operations, list) else []:
+            if isinstance(op, dict) and isinstance(op.get("path"), str):
+                self._check_path(resource_type, op["path"])
             if (
                 isinstance(op, dict)
                 and str(op.get("op", "")).lower() == "remove"
@@ -88,3 +94,22 @@ class BridgeScimService(ScimService):
                     for entry in op["value"]
                 ]
         return super().read_patch(resource_type, json.dumps(document).encode(), content_type)
+
+    def _check_path(self, resource_type: ResourceType, path: str) -> None:
+        """400 invalidPath for a core attribute we do not have.
+
+        The tolerant policy would drop it silently. Attributes of extension schemas we do not
+        model (an Entra custom attribute) stay tolerated, so such a PATCH, which may also carry
+        `active: false`, is never refused for them.
+        """
+        if path.lower().startswith("urn:"):
+            return
+        try:
+            model = self.get_model(resource_type)
+            known = Path[model](path).resolve() is not None  # type: ignore[valid-type]
+        except SCIMException:
+            raise
+        except ValueError as exc:
+            raise InvalidPathException(detail=f"{path!r} is not a valid path") from exc
+        if not known:
+            raise InvalidPathException(detail=f"{resource_type.name} has no attribute {path!r}")

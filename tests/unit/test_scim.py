@@ -1,0 +1,313 @@
+"""The SCIM server in process: error schema, bad input, and what each change detaches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
+
+SCIM = {"Authorization": "Bearer scim-token", "Content-Type": "application/scim+json"}
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+MAPPING = """
+providers:
+  entra:
+    cor_source: MICROSOFT_DYNAMICS
+    user_id: "{userName}"
+groups:
+  - provider: entra
+    group_name: Finance
+    workspaces: [WS-FIN]
+  - provider: entra
+    group_name: Engineering
+    workspaces: [WS-ENG, WS-ONCALL]
+  - provider: entra
+    group_id: platform-ext-id
+    workspaces: [WS-ENG]
+"""
+
+
+@pytest.fixture
+def cor() -> FakeCor:
+    return FakeCor()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, cor: FakeCor) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(
+        tmp_path, cor, mapping_text=MAPPING, scim_token="scim-token", bridge_poll_seconds=0.02
+    ) as c:
+        yield c
+
+
+async def create_user(client: httpx.AsyncClient, name: str, **extra: Any) -> str:
+    body = {"schemas": [USER_SCHEMA], "userName": f"{name}@acme.example", "active": True, **extra}
+    reply = await client.post("/scim/v2/Users", json=body, headers=SCIM)
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+async def create_group(
+    client: httpx.AsyncClient, name: str, members: list[str] = (), **extra: Any
+) -> str:
+    body = {
+        "schemas": [GROUP_SCHEMA],
+        "displayName": name,
+        "members": [{"value": m} for m in members],
+        **extra,
+    }
+    reply = await client.post("/scim/v2/Groups", json=body, headers=SCIM)
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+async def patch(client: httpx.AsyncClient, path: str, *ops: dict[str, Any]) -> httpx.Response:
+    body = {"schemas": [PATCH_SCHEMA], "Operations": list(ops)}
+    return await client.patch(f"/scim/v2/{path}", json=body, headers=SCIM)
+
+
+def scim_error(reply: httpx.Response, status: int, scim_type: str | None = None) -> str:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/scim+json")
+    body = reply.json()
+    assert body["schemas"] == [ERROR_SCHEMA]
+    assert str(body["status"]) == str(status)
+    if scim_type is not None:
+        assert body.get("scimType") == scim_type, body
+    return str(body.get("detail", ""))
+
+
+async def history(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    reply = await client.get(f"/admin/users/{user}/history", headers=ADMIN)
+    return dict(reply.json())
+
+
+async def settled(client: httpx.AsyncClient, cor: FakeCor, count: int) -> None:
+    """Wait until `count` detaches arrived and no job is left open."""
+    await wait_for(lambda: len(cor.detaches) >= count)
+
+    async def idle() -> bool:
+        reply = await client.get("/admin/jobs?state=pending&state=running", headers=ADMIN)
+        return not reply.json()["jobs"]
+
+    await wait_for(idle)
+
+
+# -- auth and the error schema ----------------------------------------------------------
+
+
+async def test_scim_is_404_without_a_token(tmp_path: Path, cor: FakeCor):
+    async with make_client(tmp_path, cor) as c:
+        scim_error(await c.get("/scim/v2/Users", headers=SCIM), 404)
+
+
+async def test_a_wrong_token_is_401_in_the_error_schema_and_stores_nothing(client, cor):
+    for auth in ("Bearer nope", "Basic c2NpbTp0b2tlbg==", ""):
+        reply = await client.post(
+            "/scim/v2/Users",
+            json={"schemas": [USER_SCHEMA], "userName": "x@acme.example"},
+            headers={**SCIM, "Authorization": auth},
+        )
+        scim_error(reply, 401)
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+    listed = await client.get("/scim/v2/Users", headers=SCIM)
+    assert listed.json()["totalResults"] == 0
+
+
+async def test_a_filter_that_matches_nothing_is_an_empty_list_with_integer_paging(client):
+    reply = await client.get(
+        '/scim/v2/Users?filter=userName eq "nobody@acme.example"&startIndex=1&count=100',
+        headers=SCIM,
+    )
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["totalResults"] == 0 and body["Resources"] == []
+    assert isinstance(body["startIndex"], int) and isinstance(body["itemsPerPage"], int)
+
+
+async def test_filter_paging_and_attributes(client):
+    for name in ("ann", "ben", "cat"):
+        await create_user(client, name)
+    reply = await client.get(
+        "/scim/v2/Users?startIndex=2&count=1&attributes=userName", headers=SCIM
+    )
+    body = reply.json()
+    assert (body["totalResults"], body["startIndex"], body["itemsPerPage"]) == (3, 2, 1)
+    [user] = body["Resources"]
+    assert set(user) <= {"id", "schemas", "userName", "meta"} and "active" not in user
+    found = await client.get(
+        '/scim/v2/Users?filter=userName eq "BEN@acme.example" and active eq true', headers=SCIM
+    )
+    assert [u["userName"] for u in found.json()["Resources"]] == ["ben@acme.example"]
+
+
+@pytest.mark.parametrize(
+    "query", ["filter=userName eq", 'filter=userName zz "a"', 'filter=(userName eq "a"']
+)
+async def test_a_malformed_filter_is_invalid_filter(client, query):
+    scim_error(await client.get(f"/scim/v2/Users?{query}", headers=SCIM), 400, "invalidFilter")
+
+
+async def test_missing_resources_are_404(client):
+    scim_error(await client.get("/scim/v2/Users/no-such-id", headers=SCIM), 404)
+    scim_error(await patch(client, "Groups/no-such-id", {"op": "remove", "path": "members"}), 404)
+    scim_error(await client.delete("/scim/v2/Groups/no-such-id", headers=SCIM), 404)
+
+
+async def test_a_duplicate_user_name_is_409_uniqueness(client):
+    await create_user(client, "dup")
+    body = {"schemas": [USER_SCHEMA], "userName": "DUP@acme.example"}
+    scim_error(await client.post("/scim/v2/Users", json=body, headers=SCIM), 409, "uniqueness")
+
+
+async def test_an_unknown_path_and_a_bad_value_are_refused(client):
+    user = await create_user(client, "val")
+    detail = scim_error(
+        await patch(client, f"Users/{user}", {"op": "replace", "path": "noSuchThing", "value": 1}),
+        400,
+        "invalidPath",
+    )
+    assert "noSuchThing" in detail
+    reply = await patch(
+        client, f"Users/{user}", {"op": "replace", "path": "active", "value": "maybe"}
+    )
+    scim_error(reply, 400)
+    got = await client.get(f"/scim/v2/Users/{user}", headers=SCIM)
+    assert got.json()["active"] is True
+
+
+async def test_attributes_of_extensions_we_do_not_model_are_tolerated(client, cor):
+    ann = await create_user(client, "ann")
+    await create_group(client, "Finance", [ann])
+    custom = "urn:ietf:params:scim:schemas:extension:acme:2.0:User:costCenter"
+    reply = await patch(
+        client,
+        f"Users/{ann}",
+        {"op": "replace", "path": custom, "value": "42"},
+        {"op": "replace", "path": "active", "value": False},
+    )
+    assert reply.status_code in (200, 204), reply.text
+    await settled(client, cor, 1)
+    assert cor.detaches[0][1]["workspaces"] == ["WS-FIN"]
+
+
+async def test_plain_json_is_accepted_and_other_media_types_are_415(client):
+    reply = await client.post(
+        "/scim/v2/Users",
+        content=json.dumps({"schemas": [USER_SCHEMA], "userName": "json@acme.example"}),
+        headers={**SCIM, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 201
+    assert reply.headers["content-type"].startswith("application/scim+json")
+    reply = await client.post(
+        "/scim/v2/Users", content="userName=x", headers={**SCIM, "Content-Type": "text/plain"}
+    )
+    scim_error(reply, 415)
+
+
+async def test_an_oversized_body_is_413_in_the_error_schema(tmp_path: Path, cor: FakeCor):
+    async with make_client(tmp_path, cor, scim_token="scim-token", bridge_max_body_bytes=2048) as c:
+        big = {"schemas": [USER_SCHEMA], "userName": "big@acme.example", "title": "x" * 4096}
+        scim_error(await c.post("/scim/v2/Users", json=big, headers=SCIM), 413)
+
+
+async def test_discovery_endpoints(client):
+    config = (await client.get("/scim/v2/ServiceProviderConfig", headers=SCIM)).json()
+    assert config["patch"]["supported"] is True and config["bulk"]["supported"] is False
+    types = (await client.get("/scim/v2/ResourceTypes", headers=SCIM)).json()
+    assert {r["name"] for r in types["Resources"]} == {"User", "Group"}
+    schemas = (await client.get("/scim/v2/Schemas", headers=SCIM)).json()
+    assert "urn:ietf:params:scim:schemas:core:2.0:Group" in {s["id"] for s in schemas["Resources"]}
+
+
+# -- what membership changes detach -------------------------------------------------------
+
+
+async def test_a_failed_patch_takes_nothing_away(client, cor):
+    jane = await create_user(client, "jane")
+    finance = await create_group(client, "Finance", [jane])
+    reply = await patch(
+        client,
+        f"Groups/{finance}",
+        {"op": "remove", "path": f'members[value eq "{jane}"]'},
+        {"op": "replace", "path": "noSuchThing", "value": "x"},
+    )
+    scim_error(reply, 400)
+    group = (await client.get(f"/scim/v2/Groups/{finance}", headers=SCIM)).json()
+    assert [m["value"] for m in group["members"]] == [jane]
+    assert (await history(client, "jane@acme.example"))["jobs"] == []
+    assert cor.detaches == []
+
+
+async def test_a_workspace_another_group_still_grants_is_kept(client, cor):
+    jane = await create_user(client, "jane")
+    eng = await create_group(client, "Engineering", [jane])
+    await create_group(client, "Platform", [jane], externalId="platform-ext-id")
+    reply = await patch(
+        client, f"Groups/{eng}", {"op": "remove", "path": f'members[value eq "{jane}"]'}
+    )
+    assert reply.status_code in (200, 204)
+    await settled(client, cor, 1)
+    assert cor.detaches == [
+        (
+            "/v2/integrations/users/jane@acme.example/detach",
+            {"workspaces": ["WS-ONCALL"], "metadata": {"source": "MICROSOFT_DYNAMICS"}},
+        )
+    ]
+    details = [
+        d for e in (await history(client, "jane@acme.example"))["events"] for d in e["detail"]
+    ]
+    assert any("kept WS-ENG: still granted by entra group platform-ext-id" in d for d in details)
+
+
+async def test_deleting_a_group_removes_every_member(client, cor):
+    ann, ben = await create_user(client, "ann"), await create_user(client, "ben")
+    finance = await create_group(client, "Finance", [ann, ben])
+    assert (await client.delete(f"/scim/v2/Groups/{finance}", headers=SCIM)).status_code == 204
+    await settled(client, cor, 2)
+    assert sorted(path for path, _ in cor.detaches) == [
+        "/v2/integrations/users/ann@acme.example/detach",
+        "/v2/integrations/users/ben@acme.example/detach",
+    ]
+
+
+async def test_deleting_a_user_removes_them_from_every_group(client, cor):
+    ann = await create_user(client, "ann")
+    await create_group(client, "Finance", [ann])
+    await create_group(client, "Engineering", [ann])
+    assert (await client.delete(f"/scim/v2/Users/{ann}", headers=SCIM)).status_code == 204
+    await settled(client, cor, 1)
+    [(path, body)] = cor.detaches
+    assert path.endswith("/ann@acme.example/detach")
+    assert sorted(body["workspaces"]) == ["WS-ENG", "WS-FIN", "WS-ONCALL"]  # type: ignore[arg-type]
+
+
+async def test_deactivation_without_any_group_patch_detaches_everything(client, cor):
+    ann = await create_user(client, "ann")
+    await create_group(client, "Finance", [ann])
+    reply = await patch(
+        client, f"Users/{ann}", {"op": "Replace", "path": "active", "value": "False"}
+    )
+    assert reply.status_code in (200, 204)
+    await settled(client, cor, 1)
+    assert cor.detaches[0][1]["workspaces"] == ["WS-FIN"]
+    user = (await client.get(f"/scim/v2/Users/{ann}", headers=SCIM)).json()
+    assert user["active"] is False
+
+
+async def test_unmapped_groups_are_recorded_not_sent(client, cor):
+    ann = await create_user(client, "ann")
+    club = await create_group(client, "Book club", [ann])
+    await patch(client, f"Groups/{club}", {"op": "remove", "path": f'members[value eq "{ann}"]'})
+    events = (await history(client, "ann@acme.example"))["events"]
+    assert [e["decision"] for e in events] == ["unmapped", "unmapped"]
+    assert cor.detaches == []
