@@ -43,7 +43,8 @@ def serve(
     import uvicorn
 
     from app.logs import configure_logging
-    from app.main import create_app, load_checked_mapping, with_sandbox
+    from app.main import create_app, with_sandbox
+    from app.tables import load_checked_mapping
 
     configure_logging(log_level.upper())
     settings = _settings()
@@ -65,7 +66,7 @@ def serve(
 @cli.command()
 def check() -> None:
     """Validate settings and the mapping file; print the effective table."""
-    from app.main import load_checked_mapping
+    from app.tables import load_checked_mapping
 
     settings = _settings()
     try:

@@ -14,41 +14,17 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from app import __version__, health, metrics
-from app.changes import SOURCE_USER_FIELDS
 from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSource
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
-from app.mapping import Mapping, load_mapping
 from app.runtime import Bridge
 from app.settings import Settings
 from app.sources import admin, okta, scim
 from app.store import Database
+from app.tables import MappingHolder, load_checked_mapping
 
 log = structlog.get_logger(__name__)
-
-
-def load_checked_mapping(settings: Settings) -> Mapping:
-    """Load the mapping file and check its templates against the sources that are on."""
-    mapping = load_mapping(settings.bridge_mapping_file, default_source=settings.cor_source)
-    mapping.check_templates(template_fields(settings))
-    return mapping
-
-
-def template_fields(settings: Settings) -> dict[str, frozenset[str]]:
-    """Per provider, the user fields every enabled source of it can fill."""
-    on = settings.sources_on()
-    feeds = {
-        "okta": [s for s in ("okta_hook",) if on[s]]
-        + (["scim"] if on["scim"] and settings.scim_provider == "okta" else []),
-        "entra": [s for s in ("graph",) if on[s]]
-        + (["scim"] if on["scim"] and settings.scim_provider == "entra" else []),
-    }
-    admin_fields = SOURCE_USER_FIELDS["admin"]
-    return {
-        provider: frozenset.intersection(admin_fields, *(SOURCE_USER_FIELDS[s] for s in sources))
-        for provider, sources in feeds.items()
-    }
 
 
 def token_source(settings: Settings, http: httpx.AsyncClient) -> TokenSource:
@@ -79,11 +55,14 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
         await asyncio.to_thread(db.migrate)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, transport=app.state.cor_transport) as http:
-            bridge = Bridge(settings, db, mapping)
+            bridge = Bridge(settings, db, MappingHolder(settings, mapping))
             cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
             bridge.worker = _worker(settings, db, cor)
             app.state.bridge = bridge
             task = asyncio.create_task(bridge.worker.run(), name="cor-bridge-worker")
+            watcher = asyncio.create_task(
+                bridge.tables.watch(settings.bridge_mapping_poll_seconds), name="cor-bridge-mapping"
+            )
             log.info(
                 "bridge_started",
                 version=__version__,
@@ -95,9 +74,10 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for background in (task, watcher):
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
                 db.dispose()
                 log.info("bridge_stopped")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -19,6 +18,7 @@ from app.intake import Decision, accept_changes
 from app.mapping import Mapping
 from app.settings import Settings
 from app.store import Database
+from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -28,25 +28,16 @@ Item = MembershipChange | IgnoredEvent
 class Bridge:
     """What the routes share: settings, database, mapping table and worker."""
 
-    def __init__(self, settings: Settings, db: Database, mapping: Mapping) -> None:
+    def __init__(self, settings: Settings, db: Database, tables: MappingHolder) -> None:
         self.settings = settings
         self.db = db
-        self._mapping = mapping
-        self._mapping_lock = threading.Lock()
-        self.mapping_error: str | None = None
+        self.tables = tables
         self.worker: Worker | None = None
 
     @property
     def mapping(self) -> Mapping:
-        """The mapping table in force."""
-        with self._mapping_lock:
-            return self._mapping
-
-    def use_mapping(self, mapping: Mapping) -> None:
-        """Swap in a newly loaded, valid mapping table."""
-        with self._mapping_lock:
-            self._mapping = mapping
-            self.mapping_error = None
+        """The mapping table in force (replaced whole on reload, so a read is consistent)."""
+        return self.tables.current
 
     async def submit(self, items: Sequence[MembershipChange | IgnoredEvent]) -> list[Decision]:
         """Run intake in one committed transaction, then wake the worker."""

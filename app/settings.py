@@ -19,6 +19,7 @@ class Settings(BaseSettings):
 
     bridge_database_url: str = "sqlite:///./var/cor-bridge.db"
     bridge_mapping_file: str = "./mapping.yaml"
+    bridge_mapping_poll_seconds: float = Field(default=2.0, gt=0)
     bridge_admin_token: SecretStr | None = None
     bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Delivery: how hard to try before a job becomes a dead letter.
