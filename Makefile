@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 # Demo secrets for `make run` only, so the README's curl works; set your own in production.
 OKTA_HOOK_SECRET   ?= sandbox-okta-secret
 BRIDGE_ADMIN_TOKEN ?= sandbox-admin-token
+SCIM_TOKEN         ?= sandbox-scim-token
 
 run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, the COR sandbox
 	OKTA_HOOK_SECRET='$(OKTA_HOOK_SECRET)' BRIDGE_ADMIN_TOKEN='$(BRIDGE_ADMIN_TOKEN)' \
+	SCIM_TOKEN='$(SCIM_TOKEN)' \
 	$(BIN)/cor-bridge serve --sandbox --host 127.0.0.1 --port 8080
 
 test: $(STAMP)  ## the whole suite
