@@ -88,3 +88,6 @@ class IgnoredEvent(BaseModel):
     occurred_at: datetime
     kind: str
     reason: str
+    # Whom it was about, when the event says, so it shows in that user's history.
+    user: UserRef | None = None
+    group: GroupRef | None = None

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
+from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import ConfigError
 from app.mapping import Mapping
 from app.store import events as event_store
@@ -63,10 +63,7 @@ def _accept_one(
     delay: timedelta,
 ) -> Decision:
     if isinstance(item, IgnoredEvent):
-        row_id = event_store.record_event(
-            conn,
-            NewEvent(item.provider, item.event_id, item.kind, item.occurred_at, now),
-        )
+        row_id = event_store.record_event(conn, _new_ignored(item, now))
         if row_id is None:
             return Decision(item.event_id, "duplicate", ["seen before"])
         event_store.set_decision(conn, row_id, "ignored", [item.reason])
@@ -101,11 +98,30 @@ def _new_event(change: MembershipChange, now: datetime) -> NewEvent:
         occurred_at=change.occurred_at,
         received_at=now,
         user_id=change.user.id,
-        user_login=change.user.login or change.user.userName or change.user.email,
+        user_login=_login(change.user),
         group_id=change.group.id if change.group else None,
         group_name=change.group.name if change.group else None,
         change=change.model_dump(mode="json"),
     )
+
+
+def _new_ignored(item: IgnoredEvent, now: datetime) -> NewEvent:
+    user, group = item.user, item.group
+    return NewEvent(
+        provider=item.provider,
+        source_event_id=item.event_id,
+        kind=item.kind,
+        occurred_at=item.occurred_at,
+        received_at=now,
+        user_id=user.id if user else None,
+        user_login=_login(user) if user else None,
+        group_id=group.id if group else None,
+        group_name=group.name if group else None,
+    )
+
+
+def _login(user: UserRef) -> str | None:
+    return user.login or user.userName or user.email
 
 
 def _known(conn: Connection, change: MembershipChange) -> Membership | None:

@@ -183,14 +183,14 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: int, bridge: BridgeDep) -> dict[str, Any]:
-    """One job with every delivery attempt."""
+    """One job with every delivery attempt (`attempts` counts them, `deliveries` lists them)."""
 
     def run() -> dict[str, Any]:
         with bridge.db.begin() as conn:
             found = job_store.get_jobs(conn, [job_id])
             if not found:
                 raise HTTPException(404, f"no job with id {job_id}")
-            return {**found[0], "attempts": job_store.get_attempts(conn, job_id)}
+            return {**found[0], "deliveries": job_store.get_attempts(conn, job_id)}
 
     return await anyio.to_thread.run_sync(run)
 

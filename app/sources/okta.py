@@ -68,6 +68,8 @@ def to_changes(envelope: OktaEnvelope) -> list[MembershipChange | IgnoredEvent]:
 
 
 def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:
+    user, group = _target(event, "User"), _target(event, "UserGroup")
+
     def ignored(reason: str) -> IgnoredEvent:
         return IgnoredEvent(
             provider="okta",
@@ -75,6 +77,8 @@ def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:
             occurred_at=event.published,
             kind=event.eventType,
             reason=reason,
+            user=_user_ref(user) if user else None,
+            group=GroupRef(id=group.id, name=group.displayName) if group else None,
         )
 
     kind = KINDS.get(event.eventType)
@@ -83,22 +87,24 @@ def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:
     result = event.outcome.result if event.outcome else None
     if result != "SUCCESS":
         return ignored(f"outcome is {result or 'missing'}, not SUCCESS")
-    # Okta does not promise target order: pick by type.
-    user = _target(event, "User")
-    group = _target(event, "UserGroup")
+    # Okta does not promise target order: targets are picked by type.
     if user is None:
         return ignored("no target of type User")
     if kind is not ChangeKind.user_deactivated and group is None:
         return ignored("no target of type UserGroup")
-    login = user.alternateId
     return MembershipChange(
         provider="okta",
         event_id=event.uuid,
         occurred_at=event.published,
         change=kind,
-        user=UserRef(id=user.id, login=login, email=login if login and "@" in login else None),
+        user=_user_ref(user),
         group=GroupRef(id=group.id, name=group.displayName) if group else None,
     )
+
+
+def _user_ref(user: OktaTarget) -> UserRef:
+    login = user.alternateId
+    return UserRef(id=user.id, login=login, email=login if login and "@" in login else None)
 
 
 def _target(event: OktaEvent, kind: str) -> OktaTarget | None:

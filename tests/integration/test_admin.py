@@ -54,7 +54,7 @@ def test_replay_sends_a_dead_job_again(bridge: Bridge, sandbox: Sandbox) -> None
     [job] = bridge.wait_jobs("done", count=1, cor_user_id=GHOST)
     assert job["id"] == dead["id"]
     assert job["remaining"] == ["WS-OPS"]
-    tried = bridge.job(job["id"])["attempts"]
+    tried = bridge.job(job["id"])["deliveries"]
     assert [(a["outcome"], a["status"]) for a in tried] == [("dead", 400), ("done", 200)]
     # A done job may be replayed too; the detach is idempotent, so it is simply sent again.
     again = bridge.admin("POST", "/replay", json={"ids": [job["id"]]}).json()

@@ -87,7 +87,7 @@ def test_two_503s_then_success(bridge: Bridge, sandbox: Sandbox) -> None:
         assert job["last_status"] == 200
         assert job["last_code"] is None
         # /admin/jobs/{id} lists the attempts themselves.
-        tried = bridge.job(job["id"])["attempts"]
+        tried = bridge.job(job["id"])["deliveries"]
         assert [(a["outcome"], a["status"]) for a in tried] == [
             ("retry", 503),
             ("retry", 503),
@@ -108,7 +108,7 @@ def test_429_retry_after_is_honoured(bridge: Bridge, sandbox: Sandbox) -> None:
     # The backoff alone would retry after 0.05-0.1 s; COR asked for 1 s.
     assert 0.95 <= gap < 5, gap
     [job, _] = bridge.wait_jobs("done", count=2, cor_user_id=JANE)
-    assert [a["status"] for a in bridge.job(job["id"])["attempts"]] == [429, 200]
+    assert [a["status"] for a in bridge.job(job["id"])["deliveries"]] == [429, 200]
 
 
 def test_unknown_user_is_a_dead_letter_at_once(bridge: Bridge, sandbox: Sandbox) -> None:
@@ -120,7 +120,7 @@ def test_unknown_user_is_a_dead_letter_at_once(bridge: Bridge, sandbox: Sandbox)
     assert job["last_status"] == 400
     assert job["last_code"] == "ZC001"
     assert "Entity is not associated" in job["last_message"]
-    [attempt] = bridge.job(job["id"])["attempts"]
+    [attempt] = bridge.job(job["id"])["deliveries"]
     assert (attempt["outcome"], attempt["status"], attempt["code"]) == ("dead", 400, "ZC001")
     assert [j["id"] for j in bridge.jobs(state="dead")] == [job["id"]]
 
@@ -171,4 +171,4 @@ def test_revoked_token_is_fetched_again_once(bridge: Bridge, sandbox: Sandbox) -
     # The refresh is part of one delivery attempt, not a retry.
     for job in bridge.wait_jobs("done", count=2, cor_user_id=MIA):
         assert job["attempts"] == 1
-        assert [a["status"] for a in bridge.job(job["id"])["attempts"]] == [200]
+        assert [a["status"] for a in bridge.job(job["id"])["deliveries"]] == [200]

@@ -122,7 +122,7 @@ async def test_explicit_detach_and_job_detail(client: httpx.AsyncClient, cor: Fa
     await wait_for(done)
     job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
     assert job["workspace"] == "WS-OPS"
-    [attempt] = job["attempts"]
+    [attempt] = job["deliveries"]
     assert (attempt["outcome"], attempt["status"]) == ("done", 200)
 
 

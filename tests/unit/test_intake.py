@@ -187,6 +187,23 @@ def test_ignored_events_are_recorded_once(db, mapping):
         assert event_store.count_events(conn) == {"ignored": 1}
 
 
+def test_ignored_events_about_a_user_show_in_their_history(db, mapping):
+    failed = IgnoredEvent(
+        provider="okta",
+        event_id="f1",
+        occurred_at=T0,
+        kind="group.user_membership.remove",
+        reason="outcome is FAILURE, not SUCCESS",
+        user=JANE,
+        group=ENG,
+    )
+    accept(db, mapping, failed)
+    with db.begin() as conn:
+        [event] = event_store.list_user_events(conn, "jane@acme.example")
+    assert (event["decision"], event["group_id"]) == ("ignored", ENG.id)
+    assert event["detail"] == ["outcome is FAILURE, not SUCCESS"]
+
+
 def test_a_user_the_template_cannot_name_is_recorded_unresolved(db, mapping):
     nameless = UserRef(id="00unologin")
     [d] = accept(db, mapping, change(ChangeKind.removed, user=nameless))
