@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import uuid
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -49,3 +52,52 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # httpx logs every request URL at INFO; keep it out of the way.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class RequestContext:
+    """ASGI middleware: a request id on every log line of a request, and one access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                # The path only: query strings can carry tokens (Graph's validationToken).
+                _access.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    """A caller's X-Request-ID, if it is short and plain enough to log."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = str(value.decode("latin-1"))
+            if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
+                return text
+    return None
+
+
+_access = structlog.get_logger("cor_bridge.access")

@@ -18,6 +18,7 @@ from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSou
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
+from app.logs import RequestContext
 from app.runtime import Bridge
 from app.settings import Settings
 from app.sources import admin, okta, scim
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     )
     # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
     app.state.cor_transport = None
+    app.add_middleware(RequestContext)
     app.include_router(health.router)
     app.include_router(okta.router)
     app.include_router(admin.router)

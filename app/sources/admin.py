@@ -195,6 +195,26 @@ async def get_job(job_id: int, bridge: BridgeDep) -> dict[str, Any]:
     return await anyio.to_thread.run_sync(run)
 
 
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: int, bridge: BridgeDep) -> dict[str, Any]:
+    """Cancel a pending job; a job in flight is not retried. Finished jobs are 409."""
+
+    def run() -> dict[str, Any]:
+        now = datetime.now(UTC)
+        with bridge.db.begin() as conn:
+            found = job_store.get_jobs(conn, [job_id])
+            if not found:
+                raise HTTPException(404, f"no job with id {job_id}")
+            reason = "cancelled by an operator"
+            if job_store.cancel_job(conn, job_id, now, reason):
+                return {"id": job_id, "state": job_store.CANCELLED}
+            if job_store.request_cancel(conn, job_id, now, reason):
+                return {"id": job_id, "state": job_store.RUNNING, "detail": "will not be retried"}
+            raise HTTPException(409, f"job {job_id} is {found[0]['state']}; nothing to cancel")
+
+    return await anyio.to_thread.run_sync(run)
+
+
 @router.get("/users/{user}/history")
 async def user_history(user: str, bridge: BridgeDep) -> dict[str, Any]:
     """Every change received for a user (IdP id, login or COR id) and what was decided."""

@@ -140,3 +140,29 @@ async def test_readyz_and_metrics(client: httpx.AsyncClient, cor: FakeCor):
     assert 'cor_bridge_changes_total{decision="queued",kind="removed",provider="okta"}' in text
     assert "cor_bridge_jobs{state=" in text
     assert "cor_bridge_delivery_latency_seconds_bucket" in text
+
+
+async def test_every_answer_carries_a_request_id(client):
+    reply = await client.get("/healthz")
+    assert len(reply.headers["x-request-id"]) == 16
+    reply = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert reply.headers["x-request-id"] == "abc-123"
+    reply = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert reply.headers["x-request-id"] != "bad id\nwith newline"
+
+
+async def test_an_operator_cancels_a_pending_job(tmp_path, cor):
+    async with make_client(tmp_path, cor, bridge_delivery_delay_seconds=60) as client:
+        reply = await client.post(
+            "/admin/changes",
+            json={"provider": "okta", "cor_user_id": "li@acme.example", "workspaces": ["WS-OPS"]},
+            headers=ADMIN,
+        )
+        [job_id] = reply.json()["jobs"]
+        cancelled = await client.post(f"/admin/jobs/{job_id}/cancel", headers=ADMIN)
+        assert cancelled.json() == {"id": job_id, "state": "cancelled"}
+        again = await client.post(f"/admin/jobs/{job_id}/cancel", headers=ADMIN)
+        assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+        missing = await client.post("/admin/jobs/999/cancel", headers=ADMIN)
+        assert missing.status_code == 404
+    assert cor.detaches == []
