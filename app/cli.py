@@ -1,13 +1,19 @@
-"""The `cor-bridge` command: serve, check, sandbox."""
+"""The `cor-bridge` command: serve, check, sandbox; jobs, history, replay for operators."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
+import httpx
 import typer
 from pydantic import ValidationError
 
-from app.errors import ConfigError
+from app import console
+from app.errors import ConfigError, InputError
+from app.operations import JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
 
 cli = typer.Typer(
@@ -101,6 +107,134 @@ def sandbox_only(
     app = FastAPI(title="COR sandbox")
     app.mount("/sandbox/cor", create_sandbox())
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+# -- operator commands: against a running bridge (--url) or its database --------------------
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="BRIDGE_URL", help="a running bridge, e.g. http://127.0.0.1:8080"),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="BRIDGE_ADMIN_TOKEN",
+        help="the admin token (with --url)",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database", help="act on this database instead (default BRIDGE_DATABASE_URL)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+StateOption = Annotated[
+    list[str] | None, typer.Option("--state", help="pending, running, done, dead, cancelled")
+]
+UserOption = Annotated[str | None, typer.Option("--user", help="COR user id")]
+WorkspaceOption = Annotated[str | None, typer.Option("--workspace", help="COR workspace id")]
+ProviderOption = Annotated[str | None, typer.Option("--provider", help="okta or entra")]
+
+
+def _target(url: str | None, token: str | None, database: str | None) -> console.Target:
+    if url:
+        if not token:
+            _fail("--url needs the admin token: --token or BRIDGE_ADMIN_TOKEN")
+        return console.Remote(url, token)
+    return console.Local(database or _settings().bridge_database_url)
+
+
+def _filter(
+    state: list[str] | None, user: str | None, workspace: str | None, provider: str | None
+) -> JobFilter:
+    try:
+        return JobFilter(
+            state=state or [], cor_user_id=user, workspace=workspace, provider=provider
+        )
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"] for e in exc.errors()))
+
+
+@cli.command()
+def jobs(
+    state: StateOption = None,
+    user: UserOption = None,
+    workspace: WorkspaceOption = None,
+    provider: ProviderOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """List detach jobs, newest first (e.g. --state dead for the dead letters)."""
+    page = JobPage(
+        **_filter(state, user, workspace, provider).model_dump(), limit=limit, offset=offset
+    )
+    with _acting(url, token, database) as target:
+        found = target.list_jobs(page)["jobs"]
+    typer.echo(console.as_json(found) if as_json else "\n".join(console.job_lines(found)))
+
+
+@cli.command()
+def history(
+    user: Annotated[str, typer.Argument(help="IdP user id, login or COR user id")],
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Every change received for a user, what was decided and why, and their jobs."""
+    with _acting(url, token, database) as target:
+        found = target.history(user)
+    typer.echo(console.as_json(found) if as_json else "\n".join(console.history_lines(found)))
+
+
+@cli.command()
+def replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="job ids; none: select by filter")] = None,
+    state: StateOption = None,
+    user: UserOption = None,
+    workspace: WorkspaceOption = None,
+    provider: ProviderOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only list what would be sent")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Send jobs again: by id, or every job matching a filter (dead ones by default)."""
+    with _acting(url, token, database) as target:
+        if ids:
+            chosen = list(ids)
+        else:
+            f = _filter(state or ["dead"], user, workspace, provider)
+            preview = target.replay(ReplayRequest(filter=f, dry_run=True, limit=100_000))
+            chosen = [j["id"] for j in preview["jobs"]]
+        if dry_run:
+            typer.echo(f"would replay {len(chosen)} job(s): {' '.join(map(str, chosen)) or '-'}")
+            return
+        results: dict[str, int] = {}
+        with typer.progressbar(length=len(chosen), label="replaying", file=sys.stderr) as bar:
+            for job in console.replay_in_chunks(target, chosen):
+                results[job["result"]] = results.get(job["result"], 0) + 1
+                bar.update(1)
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(results.items())) or "nothing to do"
+    typer.echo(f"replayed {len(chosen)} job(s): {summary}")
+
+
+@contextmanager
+def _acting(url: str | None, token: str | None, database: str | None) -> Iterator[console.Target]:
+    try:
+        with console.opened(_target(url, token, database)) as target:
+            yield target
+    except InputError as exc:
+        _fail(exc.message)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the bridge: {type(exc).__name__}")
 
 
 def main() -> None:

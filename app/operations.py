@@ -52,6 +52,13 @@ class JobFilter(BaseModel):
         return self
 
 
+class JobPage(JobFilter):
+    """A filter and a page of its jobs, as `GET /admin/jobs` takes them."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
 class ReplayRequest(BaseModel):
     """Jobs to send again, by id or by filter; `dry_run` only shows which."""
 
@@ -70,7 +77,7 @@ class ReplayRequest(BaseModel):
 
 
 def list_jobs(conn: Connection, f: JobFilter, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-    """Jobs matching a filter, newest first."""
+    """A page of the jobs matching a filter, newest first."""
     ids = _select(conn, f, f.state, limit, offset)
     return {"jobs": summaries(job_store.get_jobs(conn, ids)), "offset": offset}
 

@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from app import operations
 from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
-from app.operations import JobFilter, ReplayRequest
+from app.operations import JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches
 
@@ -92,14 +92,9 @@ async def replay(body: ReplayRequest, bridge: BridgeDep) -> dict[str, Any]:
 
 
 @router.get("/jobs")
-async def list_jobs(
-    bridge: BridgeDep,
-    filters: Annotated[JobFilter, Query()],
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+async def list_jobs(bridge: BridgeDep, page: Annotated[JobPage, Query()]) -> dict[str, Any]:
     """Jobs, newest first, with filters and paging."""
-    return await _in_transaction(bridge, operations.list_jobs, filters, limit, offset)
+    return await _in_transaction(bridge, operations.list_jobs, page, page.limit, page.offset)
 
 
 @router.get("/jobs/{job_id}")

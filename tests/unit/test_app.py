@@ -19,8 +19,10 @@ def cor() -> FakeCor:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, cor: FakeCor) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(tmp_path, cor) as c:
+async def client(
+    tmp_path: Path, cor: FakeCor, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(tmp_path, cor, database_url=database_url) as c:
         yield c
 
 
@@ -38,8 +40,10 @@ async def test_a_removal_reaches_cor(client: httpx.AsyncClient, cor: FakeCor):
     ]
 
 
-async def test_sources_without_a_secret_answer_404(tmp_path: Path, cor: FakeCor):
-    async with make_client(tmp_path, cor, okta_hook_secret=None, bridge_admin_token=None) as c:
+async def test_sources_without_a_secret_answer_404(tmp_path: Path, cor: FakeCor, database_url: str):
+    async with make_client(
+        tmp_path, cor, database_url=database_url, okta_hook_secret=None, bridge_admin_token=None
+    ) as c:
         assert (await c.post("/hooks/okta", json={}, headers=OKTA)).status_code == 404
         assert (await c.get("/admin/jobs", headers=ADMIN)).status_code == 404
         ready = (await c.get("/readyz")).json()
@@ -166,3 +170,19 @@ async def test_an_operator_cancels_a_pending_job(tmp_path, cor):
         missing = await client.post("/admin/jobs/999/cancel", headers=ADMIN)
         assert missing.status_code == 404
     assert cor.detaches == []
+
+
+async def test_job_listing_pages(client):
+    for workspace in ("WS-1", "WS-2", "WS-3"):
+        await client.post(
+            "/admin/changes",
+            json={"provider": "okta", "cor_user_id": "li@acme.example", "workspaces": [workspace]},
+            headers=ADMIN,
+        )
+    page = await client.get(
+        "/admin/jobs?limit=1&offset=1&cor_user_id=li@acme.example", headers=ADMIN
+    )
+    assert page.status_code == 200, page.text
+    assert [j["workspace"] for j in page.json()["jobs"]] == ["WS-2"]
+    bad = await client.get("/admin/jobs?limit=0", headers=ADMIN)
+    assert bad.status_code == 422 and "limit" in bad.text
