@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
-from app import __version__, health, metrics
+from app import __version__, health, metrics, ui
 from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSource
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     app.include_router(health.router)
     app.include_router(okta.router)
     app.include_router(admin.router)
+    app.include_router(ui.router)
     app.include_router(scim.router)
     if sandbox:
         from app.sandbox import create_sandbox

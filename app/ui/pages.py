@@ -1,0 +1,228 @@
+"""The admin page: server-rendered HTML over the same operations as the JSON admin API.
+
+GET /admin is the dashboard (or the login form); /admin/login and /admin/logout manage the
+browser session; /admin/ui/... are the other pages and the replay form. Forms POST and
+redirect back (303) with a flash message. No JavaScript.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
+
+import anyio
+import structlog
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import SecretStr
+
+from app import operations
+from app.errors import InputError
+from app.operations import JobFilter, ReplayRequest
+from app.runtime import Bridge, BridgeDep
+from app.sources.common import secret_matches
+from app.store import jobs as job_store
+from app.ui import auth
+from app.ui.render import page
+
+log = structlog.get_logger(__name__)
+router = APIRouter(include_in_schema=False)
+T = TypeVar("T")
+RECENT = 50
+DEAD_SHOWN = 200
+REPLAY_ALL_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A logged-in browser: what its pages need to render forms."""
+
+    token: SecretStr
+    session: str
+
+    @property
+    def csrf(self) -> str:
+        """The CSRF token its forms carry."""
+        return auth.csrf_token(self.token, self.session)
+
+
+def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
+    token = auth.admin_token(bridge)
+    session = auth.current_session(request, token)
+    return None if session is None else Viewer(token, session)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/admin?" + urlencode({"next": target}), status_code=303)
+
+
+def _show(request: Request, token: SecretStr, name: str, status: int = 200, **ctx: Any) -> Response:
+    flash = auth.read_flash(request, token)
+    response = page(name, status, flash=flash, now=datetime.now(UTC), **ctx)
+    auth.clear_flash(response, request)
+    return response
+
+
+def _render(request: Request, viewer: Viewer, name: str, status: int = 200, **ctx: Any) -> Response:
+    return _show(request, viewer.token, name, status, viewer=viewer, **ctx)
+
+
+async def _read(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
+    def run() -> T:
+        with bridge.db.begin() as conn:
+            return work(conn, *args)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def _dashboard_data(conn: Any, offset: int) -> dict[str, Any]:
+    return {
+        "stats": job_store.queue_stats(conn),
+        "recent": operations.list_jobs(conn, JobFilter(), RECENT, offset)["jobs"],
+        "dead": operations.list_jobs(conn, JobFilter(state=[job_store.DEAD]), DEAD_SHOWN)["jobs"],
+    }
+
+
+def _worker_status(bridge: Bridge) -> dict[str, Any]:
+    beat = bridge.worker.last_beat if bridge.worker else None
+    since = None if beat is None else time.monotonic() - beat
+    limit = 60 + bridge.settings.cor_timeout_seconds
+    return {"ok": since is not None and since < limit, "beat_seconds_ago": since}
+
+
+@router.get("/admin")
+async def dashboard(
+    request: Request,
+    bridge: BridgeDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    next_: Annotated[str | None, Query(alias="next")] = None,
+) -> Response:
+    """Queue health, recent jobs, dead letters and the history search; or the login form."""
+    viewer = _viewer(request, bridge)
+    if viewer is None:
+        return _login_form(request, bridge, auth.safe_back(next_))
+    data = await _read(bridge, _dashboard_data, offset)
+    return _render(
+        request,
+        viewer,
+        "dashboard.html",
+        offset=offset,
+        page_size=RECENT,
+        dead_shown=DEAD_SHOWN,
+        worker=_worker_status(bridge),
+        mapping_error=bridge.tables.error,
+        **data,
+    )
+
+
+def _login_form(
+    request: Request, bridge: Bridge, back: str, error: str | None = None, status: int = 200
+) -> Response:
+    token = auth.admin_token(bridge)
+    return _show(request, token, "login.html", status, viewer=None, next=back, error=error)
+
+
+@router.post("/admin/login")
+async def login(request: Request, bridge: BridgeDep) -> Response:
+    """Check a pasted admin token (constant time) and start a browser session."""
+    token = auth.admin_token(bridge)
+    form = await auth.read_form(request)
+    back = auth.safe_back(auth.first(form, "next"))
+    if not secret_matches(auth.first(form, "token"), token):
+        log.warning("admin_login_refused", client=request.client and request.client.host)
+        return _login_form(request, bridge, back, "That is not the admin token.", 401)
+    log.info("admin_login", client=request.client and request.client.host)
+    response = RedirectResponse(back, status_code=303)
+    auth.set_session(response, request, auth.new_session(token))
+    return response
+
+
+@router.post("/admin/logout")
+async def logout(request: Request, bridge: BridgeDep) -> Response:
+    """End the browser session (the cookie is cleared)."""
+    token = auth.admin_token(bridge)
+    response = RedirectResponse("/admin", status_code=303)
+    auth.clear_session(response, request)
+    auth.set_flash(response, request, token, ["Logged out."])
+    return response
+
+
+@router.get("/admin/ui/history")
+async def history(
+    request: Request, bridge: BridgeDep, user: Annotated[str, Query(max_length=300)] = ""
+) -> Response:
+    """Every event about a user and what was decided, and their jobs."""
+    viewer = _viewer(request, bridge)
+    if viewer is None:
+        return _to_login(request)
+    user = user.strip()
+    found = await _read(bridge, operations.user_history, user) if user else None
+    return _render(request, viewer, "history.html", user=user, search_user=user, history=found)
+
+
+@router.get("/admin/ui/jobs/{job_id}")
+async def job(request: Request, bridge: BridgeDep, job_id: int) -> Response:
+    """One job with every delivery attempt."""
+    viewer = _viewer(request, bridge)
+    if viewer is None:
+        return _to_login(request)
+    try:
+        detail = await _read(bridge, operations.job_detail, job_id)
+    except InputError as exc:
+        return _render(request, viewer, "error.html", exc.status, message=exc.message)
+    return _render(request, viewer, "job.html", job=detail)
+
+
+@router.get("/admin/ui/replay-dead")
+async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
+    """The confirmation step of "replay all dead": lists exactly what would be sent again."""
+    viewer = _viewer(request, bridge)
+    if viewer is None:
+        return _to_login(request)
+    ask = ReplayRequest(
+        filter=JobFilter(state=[job_store.DEAD]), dry_run=True, limit=REPLAY_ALL_LIMIT
+    )
+    dry = await _read(bridge, operations.replay_jobs, ask)
+    return _render(request, viewer, "confirm.html", jobs=dry["jobs"], limit=REPLAY_ALL_LIMIT)
+
+
+@router.post("/admin/ui/replay")
+async def replay(request: Request, bridge: BridgeDep) -> Response:
+    """Re-queue the jobs a form names (CSRF-checked), wake the worker, redirect back."""
+    token = auth.admin_token(bridge)
+    form = await auth.read_form(request)
+    session = auth.current_session(request, token)
+    if session is None:
+        return _show(request, token, "error.html", 401, viewer=None, message="Log in again.")
+    viewer = Viewer(token, session)
+    if not auth.csrf_matches(token, session, auth.first(form, "csrf")):
+        log.warning("admin_ui_csrf_refused", path=request.url.path)
+        message = "This form is stale or did not come from this page; reload and try again."
+        return _render(request, viewer, "error.html", 403, message=message)
+    try:
+        ids = sorted({int(v) for v in form.get("id", [])})
+    except ValueError:
+        return _render(request, viewer, "error.html", 400, message="job ids must be numbers")
+    lines = await _replay(bridge, ids)
+    response = RedirectResponse(auth.safe_back(auth.first(form, "back")), status_code=303)
+    auth.set_flash(response, request, token, lines)
+    return response
+
+
+async def _replay(bridge: Bridge, ids: list[int]) -> list[str]:
+    if not ids:
+        return ["Nothing to replay: no job was selected."]
+    try:
+        result = await _read(bridge, operations.replay_jobs, ReplayRequest(ids=ids))
+    except InputError as exc:
+        return [f"Nothing replayed: {exc.message}."]
+    if bridge.worker is not None:
+        bridge.worker.wake()
+    outcome = {j["id"]: j["result"] for j in result["jobs"]}
+    log.info("admin_ui_replay", jobs=outcome)
+    return [f"Job {job_id}: {answer}." for job_id, answer in outcome.items()]
