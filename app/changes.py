@@ -67,6 +67,9 @@ class MembershipChange(BaseModel):
     # Operator requests only: detach exactly these workspaces, skipping the mapping.
     workspaces: tuple[str, ...] | None = None
     cor_user_id: str | None = None
+    # The user's current groups as the IdP itself reports them (Graph's transitiveMemberOf),
+    # when the source asked; the still-granted rule then trusts it over what the bridge saw.
+    member_of: tuple[GroupRef, ...] | None = None
 
     @model_validator(mode="after")
     def _group_when_needed(self) -> MembershipChange:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from app import console
+from app.cli_graph import graph_cli, report_graph
 from app.errors import ConfigError, InputError
 from app.operations import JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
@@ -19,6 +21,7 @@ from app.settings import Settings
 cli = typer.Typer(
     help="cor-bridge: IdP group removals -> COR workspace detaches.", no_args_is_help=True
 )
+cli.add_typer(graph_cli, name="graph")
 
 
 def _settings() -> Settings:
@@ -48,6 +51,7 @@ def serve(
     """Run the HTTP service and the delivery worker in one process."""
     import uvicorn
 
+    from app.graph.config import enforce_graph_config
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
     from app.tables import load_checked_mapping
@@ -62,10 +66,12 @@ def serve(
     ):
         _fail("no COR credentials: set COR_CLIENT_ID and COR_CLIENT_SECRET, or COR_ACCESS_TOKEN")
     try:
-        load_checked_mapping(settings)
+        enforce_graph_config(settings, load_checked_mapping(settings))
     except ConfigError as exc:
         _fail(str(exc))
     app = create_app(settings, sandbox=sandbox)
+    # SIGHUP means "reload the mapping"; until the watcher takes it over, it must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
 
 
@@ -88,6 +94,7 @@ def check() -> None:
         typer.echo(f"COR credentials: client credentials at {settings.cor_token_url}")
     else:
         typer.echo("COR credentials: none (only `serve --sandbox` will work)")
+    report_graph(settings, mapping)
     typer.echo(mapping.describe())
 
 

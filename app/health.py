@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
+from app.graph.service import graph_checks
 from app.runtime import Bridge, BridgeDep
 from app.store import jobs as job_store
 
@@ -25,7 +26,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(bridge: BridgeDep) -> JSONResponse:
+async def readyz(request: Request, bridge: BridgeDep) -> JSONResponse:
     """Database reachable, mapping loaded, worker alive; and which sources are on."""
     checks: dict[str, Any] = {}
     ready = True
@@ -53,6 +54,7 @@ async def readyz(bridge: BridgeDep) -> JSONResponse:
     checks["worker"] = {"ok": worker_ok}
     ready = ready and worker_ok
     checks["sources"] = bridge.settings.sources_on()
+    checks["graph"] = await graph_checks(getattr(request.app.state, "graph", None))
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 

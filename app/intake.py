@@ -241,7 +241,7 @@ def _deactivate(
         return Decision(
             change.event_id,
             "no_known_groups",
-            ["deactivated; the bridge has seen this user in no group, so nothing to detach"],
+            ["deactivated; the bridge knows of no group this user is still in: nothing to detach"],
         )
     workspaces: list[str] = []
     detail = []
@@ -308,6 +308,16 @@ def _still_granted(conn: Connection, mapping: Mapping, change: MembershipChange)
     """Workspace -> a group the user is still in that grants it."""
     assert change.group is not None
     kept: dict[str, str] = {}
+    if change.member_of is not None:
+        # The IdP's current answer beats what the bridge happened to see. The group left is
+        # skipped all the same: its notification is newer than the IdP's eventually consistent read.
+        for group in change.member_of:
+            if group.id == change.group.id:
+                continue
+            for workspace in mapping.workspaces_for(change.provider, group):
+                name = f" ({group.name})" if group.name else ""
+                kept.setdefault(workspace, f"{change.provider} group {group.id}{name}, per the IdP")
+        return kept
     for m in membership_store.list_user_groups(conn, change.provider, change.user.id):
         if m.group_id == change.group.id:
             continue

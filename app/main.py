@@ -18,10 +18,12 @@ from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSou
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
+from app.graph.config import enforce_graph_config
+from app.graph.service import GraphService
 from app.logs import RequestContext
 from app.runtime import Bridge
 from app.settings import Settings
-from app.sources import admin, okta, scim
+from app.sources import admin, graph, okta, scim
 from app.store import Database
 from app.tables import MappingHolder, load_checked_mapping
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mapping = load_checked_mapping(settings)
+        enforce_graph_config(settings, mapping)
         db = Database(settings.bridge_database_url)
         await asyncio.to_thread(db.migrate)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
@@ -60,6 +63,8 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
             cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
             bridge.worker = _worker(settings, db, cor)
             app.state.bridge = bridge
+            app.state.graph = GraphService(settings, bridge, transport=app.state.graph_transport)
+            await app.state.graph.start()
             task = asyncio.create_task(bridge.worker.run(), name="cor-bridge-worker")
             watcher = asyncio.create_task(
                 bridge.tables.watch(settings.bridge_mapping_poll_seconds), name="cor-bridge-mapping"
@@ -75,6 +80,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
             try:
                 yield
             finally:
+                await app.state.graph.stop()
                 for background in (task, watcher):
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -90,9 +96,11 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     )
     # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
     app.state.cor_transport = None
+    app.state.graph_transport = None  # the same for Graph
     app.add_middleware(RequestContext)
     app.include_router(health.router)
     app.include_router(okta.router)
+    app.include_router(graph.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
     app.include_router(scim.router)

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     graph_tenant_id: str | None = None
     graph_client_id: str | None = None
     graph_client_secret: SecretStr | None = None
+    # Microsoft Graph: where it lives (tests point these at a stand-in) and how the bridge
+    # keeps its subscriptions. Graph caps group subscriptions at 41760 minutes (29 days).
+    graph_api_url: str = "https://graph.microsoft.com/v1.0"
+    graph_login_url: str = "https://login.microsoftonline.com"
+    graph_notification_url: str | None = None
+    graph_lifecycle_url: str | None = None
+    graph_subscription_minutes: int = Field(default=41760, ge=1, le=41760)
+    graph_renew_before_seconds: float = Field(default=2 * 24 * 3600, gt=0)
+    graph_timeout_seconds: float = Field(default=10.0, gt=0)
+    graph_cache_seconds: float = Field(default=600.0, ge=0)
 
     @field_validator(
         "bridge_admin_token",

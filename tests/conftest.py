@@ -1,7 +1,8 @@
-"""Shared fixtures: a real SQLite database and a mapping table per test."""
+"""Shared fixtures: a real database per test (SQLite and PostgreSQL) and a mapping table."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import pytest
 
 from app.mapping import Mapping, parse_mapping
 from app.store import Database
+from tests.postgres import PostgresServer, find_bindir, why_unavailable
+
+ENGINES = ["sqlite", "postgresql"]
+# CI sets this, so a missing PostgreSQL fails the run instead of skipping half of it.
+REQUIRE_POSTGRES = os.environ.get("COR_BRIDGE_TEST_REQUIRE_POSTGRES") == "1"
 
 MAPPING = """
 providers:
@@ -40,10 +46,43 @@ def mapping() -> Mapping:
     return parse_mapping(MAPPING, path="test-mapping.yaml")
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server the tests start themselves, for the whole session."""
+    bindir = find_bindir()
+    reason = why_unavailable(bindir)
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    assert bindir is not None
+    server = PostgresServer(bindir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """A migrated SQLite database in a temporary folder."""
-    database = Database(f"sqlite:///{tmp_path}/bridge.db")
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    with postgres_server.database() as url:
+        yield url
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database for one test, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/bridge.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database: SQLite in a temporary folder, or PostgreSQL."""
+    database = Database(database_url)
     database.migrate()
     yield database
     database.dispose()

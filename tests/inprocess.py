@@ -35,13 +35,22 @@ class FakeCor:
 
 @asynccontextmanager
 async def make_client(
-    tmp_path: Path, cor: FakeCor, *, mapping_text: str = MAPPING, **overrides: object
+    tmp_path: Path,
+    cor: FakeCor,
+    *,
+    mapping_text: str = MAPPING,
+    database_url: str | None = None,
+    **overrides: object,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and a client that talks to it over ASGI."""
+    """The app with its lifespan running, and a client that talks to it over ASGI.
+
+    The database is `database_url` (the `database_url` fixture gives both engines), or by
+    default a SQLite file in `tmp_path`.
+    """
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(mapping_text)
     values: dict[str, object] = {
-        "bridge_database_url": f"sqlite:///{tmp_path}/bridge.db",
+        "bridge_database_url": database_url or f"sqlite:///{tmp_path}/bridge.db",
         "bridge_mapping_file": str(mapping),
         "bridge_admin_token": "admin-token",
         "okta_hook_secret": "hook-secret",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from app.delivery.retry import RetryPolicy, next_attempt_at
 from app.errors import DeliveryError, RetryableError
 from app.store import Database
 from app.store import jobs as job_store
+from app.store.db import serialize_intake
 from app.store.jobs import Job
 
 log = structlog.get_logger(__name__)
@@ -80,6 +82,7 @@ class Worker:
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing round is logged and retried, never fatal."""
+        self.last_beat = time.monotonic()  # alive from the start, for /readyz
         if self._release_on_start:
             try:
                 released = await anyio.to_thread.run_sync(self._release)
@@ -191,13 +194,22 @@ class Worker:
 
     def _retry_later(self, group: list[Job], exc: RetryableError, ms: int) -> None:
         now = self._clock()
+        # One jitter draw for the whole call, so jobs that failed together retry together.
+        seed = random.random()  # noqa: S311 - jitter, not security
         plan = {
             job.id: next_attempt_at(
-                self.policy, exc, attempts=job.attempts + 1, created_at=job.created_at, now=now
+                self.policy,
+                exc,
+                attempts=job.attempts + 1,
+                created_at=job.created_at,
+                now=now,
+                rand=random.Random(seed),  # noqa: S311
             )
             for job in group
         }
         with self.db.begin() as conn:
+            # Folding into a twin reads, then writes the outbox: no intake may run in between.
+            serialize_intake(conn)
             job_store.record_attempts(
                 conn,
                 [j.id for j in group],
@@ -242,6 +254,7 @@ class Worker:
         now = self._clock()
         ids = [j.id for j in group]
         with self.db.begin() as conn:
+            serialize_intake(conn)
             job_store.record_attempts(
                 conn,
                 ids,

@@ -24,6 +24,23 @@ from sqlalchemy.engine import make_url
 from app.errors import ConfigError
 from app.store.schema import SCHEMA_VERSION, metadata, schema_version
 
+# Keys of PostgreSQL advisory locks (held until the transaction ends).
+_MIGRATE_LOCK = 727274
+_INTAKE_LOCK = 727275
+
+
+def serialize_intake(conn: Connection) -> None:
+    """Wait until no other transaction is in intake; a no-op on SQLite, which already waits.
+
+    Intake reads what it knows of a user (memberships, pending jobs) and writes on what it
+    read. SQLite runs one writer at a time (BEGIN IMMEDIATE); PostgreSQL at READ COMMITTED
+    would let two removals of one user from two groups each see the other group as still
+    granting a workspace, and nobody would detach it. Anything else that looks for an open
+    job and then makes one pending (a replay) takes the same turn.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INTAKE_LOCK})
+
 
 def insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
     """An INSERT that can take `.on_conflict_do_nothing(...)` on either engine."""
@@ -77,6 +94,8 @@ class Database:
         else:
             raise ConfigError("BRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://")
         self.dialect = self.engine.dialect.name
+        self._disposed = False
+        event.listen(self.engine, "checkin", self._close_if_disposed)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -89,7 +108,7 @@ class Database:
         with self.begin() as conn:
             if self.dialect == "postgresql":
                 # Several replicas may start at once: one migrates, the others wait here.
-                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             if not inspect(conn).has_table("schema_version"):
                 metadata.create_all(conn)
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
@@ -108,5 +127,13 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and each one still in use once it is returned."""
+        self._disposed = True
         self.engine.dispose()
+
+    def _close_if_disposed(self, dbapi_conn: Any, _record: Any) -> None:
+        # engine.dispose() only closes what is in the pool; a transaction still running in a
+        # thread (a worker round cut short by shutdown) returns its connection afterwards,
+        # into a pool nobody will close. psycopg warns when such a connection is collected.
+        if self._disposed:
+            dbapi_conn.close()

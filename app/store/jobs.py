@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
+from app.store.db import serialize_intake
 from app.store.schema import attempts, jobs
 
 PENDING, RUNNING, DONE, DEAD, CANCELLED = "pending", "running", "done", "dead", "cancelled"
@@ -256,6 +257,8 @@ def record_attempts(
 
 def requeue_jobs(conn: Connection, ids: Sequence[int], now: datetime) -> dict[int, str]:
     """Send finished, dead or cancelled jobs again; says per id what happened."""
+    # It checks for an open twin, then makes a pending job: intake must not queue one between.
+    serialize_intake(conn)
     result: dict[int, str] = {}
     for job_id in ids:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()

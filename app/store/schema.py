@@ -46,6 +46,42 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+class _SqliteLike:
+    """Strings stored as SQLite stores them, on PostgreSQL too: any length, any character.
+
+    SQLite never enforces VARCHAR(n), so PostgreSQL gets unbounded TEXT rather than a limit
+    that would refuse an IdP's over-long group name, and with it the whole delivery. And
+    PostgreSQL text cannot hold NUL, which a JSON body may carry: it is stored as U+FFFD.
+    SQLite's DDL and values are what they would be with plain String and Text.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return Text()
+        return self.impl_instance  # type: ignore[attr-defined]
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and dialect.name == "postgresql" and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class Str(_SqliteLike, TypeDecorator[str]):
+    """String(n) on SQLite, TEXT on PostgreSQL; see _SqliteLike."""
+
+    impl = String
+    cache_ok = True
+
+
+class Txt(_SqliteLike, TypeDecorator[str]):
+    """Text on SQLite, TEXT on PostgreSQL; see _SqliteLike."""
+
+    impl = Text
+    cache_ok = True
+
+
 SCHEMA_VERSION = 1
 metadata = MetaData()
 
@@ -60,17 +96,17 @@ events = Table(
     "events",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("provider", String(16), nullable=False),
-    Column("source_event_id", String(200), nullable=False),
-    Column("kind", String(64), nullable=False),
+    Column("provider", Str(16), nullable=False),
+    Column("source_event_id", Str(200), nullable=False),
+    Column("kind", Str(64), nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("user_id", String(300)),
-    Column("user_login", String(300)),
-    Column("cor_user_id", String(300)),
-    Column("group_id", String(300)),
-    Column("group_name", String(300)),
-    Column("decision", String(32), nullable=False),
+    Column("user_id", Str(300)),
+    Column("user_login", Str(300)),
+    Column("cor_user_id", Str(300)),
+    Column("group_id", Str(300)),
+    Column("group_name", Str(300)),
+    Column("decision", Str(32), nullable=False),
     Column("detail", JSON, nullable=False),
     Column("change", JSON),
     UniqueConstraint("provider", "source_event_id", name="uq_events_source"),
@@ -83,10 +119,10 @@ Index("ix_events_cor_user", events.c.cor_user_id)
 memberships = Table(
     "memberships",
     metadata,
-    Column("provider", String(16), primary_key=True),
-    Column("user_id", String(300), primary_key=True),
-    Column("group_id", String(300), primary_key=True),
-    Column("group_name", String(300)),
+    Column("provider", Str(16), primary_key=True),
+    Column("user_id", Str(300), primary_key=True),
+    Column("group_id", Str(300), primary_key=True),
+    Column("group_name", Str(300)),
     Column("member", Boolean, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
     Column("user", JSON, nullable=False),
@@ -97,26 +133,26 @@ jobs = Table(
     "jobs",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("cor_user_id", String(300), nullable=False),
-    Column("source", String(40), nullable=False),
-    Column("workspace", String(300), nullable=False),
-    Column("provider", String(16), nullable=False),
+    Column("cor_user_id", Str(300), nullable=False),
+    Column("source", Str(40), nullable=False),
+    Column("workspace", Str(300), nullable=False),
+    Column("provider", Str(16), nullable=False),
     Column("event_id", Integer, ForeignKey("events.id"), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", Str(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("solo", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_until", UTCDateTime),
-    Column("claimed_by", String(64)),
+    Column("claimed_by", Str(64)),
     Column("last_status", Integer),
-    Column("last_code", String(64)),
-    Column("last_message", Text),
+    Column("last_code", Str(64)),
+    Column("last_message", Txt),
     Column("remaining", JSON),
     # Set when a re-grant arrives while the job is being delivered: a failed try then
     # cancels the job instead of retrying a detach the user no longer needs.
-    Column("cancel_reason", Text),
+    Column("cancel_reason", Txt),
 )
 Index("ix_jobs_due", jobs.c.state, jobs.c.next_attempt_at)
 Index("ix_jobs_user", jobs.c.cor_user_id)
@@ -138,10 +174,10 @@ attempts = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
-    Column("outcome", String(16), nullable=False),
+    Column("outcome", Str(16), nullable=False),
     Column("status", Integer),
-    Column("code", String(64)),
-    Column("message", Text),
+    Column("code", Str(64)),
+    Column("message", Txt),
     Column("duration_ms", Integer, nullable=False),
 )
 Index("ix_attempts_job", attempts.c.job_id)
@@ -150,9 +186,9 @@ Index("ix_attempts_job", attempts.c.job_id)
 scim_users = Table(
     "scim_users",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("user_name_key", String(300), nullable=False, unique=True),  # lower-cased userName
-    Column("external_id", String(300)),
+    Column("id", Str(64), primary_key=True),
+    Column("user_name_key", Str(300), nullable=False, unique=True),  # lower-cased userName
+    Column("external_id", Str(300)),
     Column("active", Boolean, nullable=False),
     Column("data", JSON, nullable=False),
     Column("created", UTCDateTime, nullable=False),
@@ -164,9 +200,9 @@ Index("ix_scim_users_external_id", scim_users.c.external_id)
 scim_groups = Table(
     "scim_groups",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("display_name_key", String(300), nullable=False),  # lower-cased displayName
-    Column("external_id", String(300)),
+    Column("id", Str(64), primary_key=True),
+    Column("display_name_key", Str(300), nullable=False),  # lower-cased displayName
+    Column("external_id", Str(300)),
     Column("data", JSON, nullable=False),  # everything but members
     Column("created", UTCDateTime, nullable=False),
     Column("modified", UTCDateTime, nullable=False),
@@ -178,8 +214,47 @@ Index("ix_scim_groups_external_id", scim_groups.c.external_id)
 scim_members = Table(
     "scim_members",
     metadata,
-    Column("group_id", String(64), ForeignKey("scim_groups.id"), primary_key=True),
-    Column("user_id", String(64), ForeignKey("scim_users.id"), primary_key=True),
-    Column("display", String(300)),  # as the IdP sent it
+    Column("group_id", Str(64), ForeignKey("scim_groups.id"), primary_key=True),
+    Column("user_id", Str(64), ForeignKey("scim_users.id"), primary_key=True),
+    Column("display", Str(300)),  # as the IdP sent it
 )
 Index("ix_scim_members_user", scim_members.c.user_id)
+
+# Microsoft Graph: the subscriptions the bridge created or was told about, which it renews.
+graph_subscriptions = Table(
+    "graph_subscriptions",
+    metadata,
+    Column("id", Str(100), primary_key=True),
+    Column("resource", Str(300), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_renewed_at", UTCDateTime),
+    Column("last_error", Txt),
+    # Set by a reauthorizationRequired lifecycle event; cleared once Graph accepts.
+    Column("reauthorize_requested_at", UTCDateTime),
+)
+
+# Graph notifications as received, one row per members@delta entry: stored before the 202,
+# resolved (names, logins, current groups) and handed to intake later.
+graph_inbox = Table(
+    "graph_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", Str(200), nullable=False, unique=True),  # the change's event id
+    Column("base_key", Str(200), nullable=False),  # the same for every retry of an entry
+    Column("subscription_id", Str(100), nullable=False),
+    Column("group_id", Str(300), nullable=False),
+    Column("member_id", Str(300), nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("state", Str(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", Str(64)),
+    Column("last_error", Txt),
+    Column("done_at", UTCDateTime),
+)
+Index("ix_graph_inbox_due", graph_inbox.c.state, graph_inbox.c.next_attempt_at)
+Index("ix_graph_inbox_base", graph_inbox.c.base_key, graph_inbox.c.received_at)

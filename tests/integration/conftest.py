@@ -4,6 +4,8 @@
   test. It outlives any bridge, so what it recorded survives a SIGKILLed bridge.
 - Bridges are started per test with `start_bridge(**env)`; each one is a fresh
   `python -m app.cli serve` with its own SQLite file (or a given workdir, to restart on it).
+  A module that parametrizes `bridge_engine` over ENGINES runs on PostgreSQL too: then each
+  workdir gets its own database on the session's PostgreSQL server instead.
 - Every process is stopped with SIGTERM, then SIGKILL, by a finalizer; a failing test gets
   the last lines of every process's log appended to its report.
 - Tests poll with a deadline (`wait_for`), never sleep for a fixed time to see a result.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -84,15 +87,28 @@ def bridge_env(sandbox: Sandbox, workdir: Path, **overrides: str | None) -> dict
 
 
 @pytest.fixture
+def bridge_engine() -> str:
+    """The database of the test's bridges; parametrize it over ENGINES to run on both."""
+    return "sqlite"
+
+
+@pytest.fixture
 def start_bridge(
-    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest
+    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest, bridge_engine: str
 ) -> Iterator[StartBridge]:
     """Start bridges against the sandbox; `workdir=` reuses one (its database too)."""
     started: list[Bridge] = []
+    databases: dict[Path, str] = {}
+    dropped = ExitStack()
+    server = request.getfixturevalue("postgres_server") if bridge_engine == "postgresql" else None
 
     def start(workdir: Path | None = None, **overrides: str | None) -> Bridge:
         workdir = workdir or tmp_path / f"bridge{len(started)}"
         workdir.mkdir(parents=True, exist_ok=True)
+        if server is not None:
+            if workdir not in databases:
+                databases[workdir] = dropped.enter_context(server.database())
+            overrides = {"BRIDGE_DATABASE_URL": databases[workdir], **overrides}
         bridge = Bridge(
             f"bridge{len(started)}",
             ["serve"],
@@ -109,6 +125,39 @@ def start_bridge(
     finally:
         for bridge in started:
             bridge.close()
+        dropped.close()
+
+
+@pytest.fixture(scope="module")
+def start_module_bridge(
+    sandbox_process: Sandbox, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartBridge]:
+    """Like `start_bridge`, for bridges that every test of a module shares (and must not
+    disturb for the others); attach one to a test's report with `report_logs_of`."""
+    started: list[Bridge] = []
+
+    def start(workdir: Path | None = None, **overrides: str | None) -> Bridge:
+        workdir = workdir or tmp_path_factory.mktemp("module-bridge")
+        bridge = Bridge(
+            f"module-bridge{len(started)}",
+            ["serve"],
+            bridge_env(sandbox_process, workdir, **overrides),
+            workdir,
+            ("/healthz", "/readyz"),
+        )
+        started.append(bridge)
+        return bridge.start()
+
+    try:
+        yield start
+    finally:
+        for bridge in started:
+            bridge.close()
+
+
+def report_logs_of(request: pytest.FixtureRequest, service: Service) -> None:
+    """Append `service`'s log to the report of the requesting test, should it fail."""
+    request.node.stash.setdefault(_SERVICES, []).append(service)
 
 
 @pytest.fixture

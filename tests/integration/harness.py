@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 MAPPING_FILE = REPO / "mapping.yaml"
 HOOK_SECRET = "integration-okta-secret"
 ADMIN_TOKEN = "integration-admin-token"
+SCIM_TOKEN = "integration-scim-token"
+SCIM_JSON = "application/scim+json"
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 _SETTING_PREFIXES = ("BRIDGE_", "COR_", "OKTA_", "SCIM_", "GRAPH_")
@@ -254,6 +256,30 @@ class Bridge(Service):
         assert reply.status_code == 200, reply.text
         body: dict[str, Any] = reply.json()
         return body
+
+    def scim(
+        self, method: str, path: str, *, token: str | None = SCIM_TOKEN, **kwargs: Any
+    ) -> httpx.Response:
+        """A request to /scim/v2{path} with the SCIM bearer token and content type."""
+        headers = {"Content-Type": SCIM_JSON, **kwargs.pop("headers", {})}
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return self.http.request(method, f"{self.url}/scim/v2{path}", headers=headers, **kwargs)
+
+    def readyz(self) -> dict[str, Any]:
+        """The body of /readyz (which must answer 200)."""
+        reply = self.http.get(f"{self.url}/readyz")
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until the outbox has no pending or running job."""
+        wait_for(
+            lambda: not self.jobs(state=["pending", "running"]),
+            timeout=timeout,
+            what="no pending or running job",
+        )
 
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
         reply = self.admin("GET", "/jobs", params=filters)

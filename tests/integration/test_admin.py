@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.builders import okta_delivery, okta_event
+from tests.conftest import ENGINES
 from tests.integration.harness import FINANCE, Bridge, Sandbox, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("bridge_engine", ENGINES)]
 
 MIA, GHOST = "mia@acme.example", "ghost@acme.example"
 

@@ -104,11 +104,15 @@ def test_recorded_batch(bridge: Bridge, sandbox: Sandbox) -> None:
     assert cancelled.startswith(f"cancelled job {job['id']} (WS-FIN): re-granted by okta group")
 
     jane = bridge.history(JANE)
+    # The FAILURE removal and the session start are about jane too: recorded, ignored.
     assert [(e["kind"], e["decision"]) for e in jane["events"]] == [
         ("added", "granted"),
+        ("group.user_membership.remove", "ignored"),
+        ("user.session.start", "ignored"),
         ("user_deactivated", "queued"),
     ]
-    deactivation = jane["events"][1]
+    assert jane["events"][1]["detail"] == ["outcome is FAILURE, not SUCCESS"]
+    deactivation = jane["events"][3]
     assert deactivation["source_event_id"] == "0a000005-5d8c-11ea-a9cb-1f2fbd3b03f7"
     # Had the FAILURE removal from finance counted, she would have been in no group.
     assert deactivation["detail"][0] == f"left okta group {FINANCE} (finance) by deactivation"

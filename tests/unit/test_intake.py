@@ -239,3 +239,17 @@ def test_a_renamed_group_still_takes_away_what_it_granted(db, mapping):
     [d] = accept(db, mapping, leave.model_copy(update={"provider": "entra"}))
     assert d.decision == "queued"
     assert open_jobs(db) == [("jane@acme.example", "WS-FIN", "MICROSOFT_DYNAMICS")]
+
+
+def test_the_idps_own_list_of_current_groups_decides_what_is_still_granted(db, mapping):
+    # The bridge never saw Jane join platform, but the IdP says she is in it: WS-ENG stays.
+    [kept] = accept(db, mapping, change(ChangeKind.removed, ENG, member_of=(PLATFORM, ENG)))
+    assert kept.detail[0] == (
+        "kept WS-ENG: still granted by okta group 00gplatform000000000 (platform), per the IdP"
+    )
+    assert open_jobs(db) == [("jane@acme.example", "WS-ONCALL", "OKTA")]
+    # The bridge saw her join platform, but the IdP says she is in no group now: both go.
+    mia = UserRef(id="00umia", login="mia@acme.example")
+    accept(db, mapping, change(ChangeKind.added, PLATFORM, user=mia))
+    [gone] = accept(db, mapping, change(ChangeKind.removed, ENG, user=mia, member_of=()))
+    assert gone.decision == "queued" and len(gone.jobs) == 2

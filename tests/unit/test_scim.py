@@ -42,9 +42,16 @@ def cor() -> FakeCor:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, cor: FakeCor) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    tmp_path: Path, cor: FakeCor, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(
-        tmp_path, cor, mapping_text=MAPPING, scim_token="scim-token", bridge_poll_seconds=0.02
+        tmp_path,
+        cor,
+        mapping_text=MAPPING,
+        database_url=database_url,
+        scim_token="scim-token",
+        bridge_poll_seconds=0.02,
     ) as c:
         yield c
 
@@ -105,8 +112,8 @@ async def settled(client: httpx.AsyncClient, cor: FakeCor, count: int) -> None:
 # -- auth and the error schema ----------------------------------------------------------
 
 
-async def test_scim_is_404_without_a_token(tmp_path: Path, cor: FakeCor):
-    async with make_client(tmp_path, cor) as c:
+async def test_scim_is_404_without_a_token(tmp_path: Path, cor: FakeCor, database_url: str):
+    async with make_client(tmp_path, cor, database_url=database_url) as c:
         scim_error(await c.get("/scim/v2/Users", headers=SCIM), 404)
 
 
@@ -214,8 +221,16 @@ async def test_plain_json_is_accepted_and_other_media_types_are_415(client):
     scim_error(reply, 415)
 
 
-async def test_an_oversized_body_is_413_in_the_error_schema(tmp_path: Path, cor: FakeCor):
-    async with make_client(tmp_path, cor, scim_token="scim-token", bridge_max_body_bytes=2048) as c:
+async def test_an_oversized_body_is_413_in_the_error_schema(
+    tmp_path: Path, cor: FakeCor, database_url: str
+):
+    async with make_client(
+        tmp_path,
+        cor,
+        database_url=database_url,
+        scim_token="scim-token",
+        bridge_max_body_bytes=2048,
+    ) as c:
         big = {"schemas": [USER_SCHEMA], "userName": "big@acme.example", "title": "x" * 4096}
         scim_error(await c.post("/scim/v2/Users", json=big, headers=SCIM), 413)
 

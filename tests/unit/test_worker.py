@@ -593,3 +593,12 @@ async def test_a_regrant_during_delivery_stops_the_retry_not_the_call(
         assert "re-granted" in row["last_message"]
     else:  # COR already did it; the history says so
         assert row["state"] == job_store.DONE
+
+
+async def test_jobs_that_failed_together_retry_together(db, fake, make_worker):
+    ids = enqueue(db, "jane", "WS-ENG", "WS-ONCALL", "WS-FIN")
+    fake.script_detach(httpx.Response(503))
+    worker = make_worker(RetryPolicy(base_seconds=8, max_seconds=60))
+    await worker.run_once()
+    due = {job(db, i)["next_attempt_at"] for i in ids}
+    assert len(due) == 1, "one jitter draw for the call, so one retry call"

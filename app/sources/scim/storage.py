@@ -158,7 +158,7 @@ class SqlStorage(ScimStorage):
             raise PreconditionFailedException(detail=f"{kind} {resource_id} changed meanwhile")
         if kind == GROUPS:
             self._set_members(resource_id, {})
-        else:
+        elif row.active:
             for group_id in sorted(scim_store.user_group_ids(self.conn, resource_id)):
                 group = self._stored(GROUPS, group_id)
                 self._record(ChangeKind.removed, row, group)
@@ -177,10 +177,12 @@ class SqlStorage(ScimStorage):
             self.conn, group_id, {u: d for u, d in wanted.items() if u in known}
         )
         group = self._stored(GROUPS, group_id)
-        for user_id in sorted(removed):
-            self._record(ChangeKind.removed, self._stored(USERS, user_id), group)
-        for user_id in sorted(added):
-            self._record(ChangeKind.added, self._stored(USERS, user_id), group)
+        for kind, user_ids in ((ChangeKind.removed, removed), (ChangeKind.added, added)):
+            for user_id in sorted(user_ids):
+                user = self._stored(USERS, user_id)
+                # An inactive user already lost every group; reactivation rejoins the ones held.
+                if user.active:
+                    self._record(kind, user, group)
 
     def _note_activity(self, before: Row, after: Resource[Any]) -> None:
         """`active` false is leaving every group; true again rejoins the groups still held."""

@@ -1,0 +1,274 @@
+"""The inbox resolver: stored Graph entries -> MembershipChanges, handed to intake.
+
+Claims due inbox rows, asks Graph what the mapping needs (a group's name, a user's login or
+mail, the user's current groups for the still-granted rule) and runs intake on the results
+in one transaction that also marks the rows done. A lookup that fails for a reason that may
+pass (429, 5xx, network, a missing permission) leaves its row pending with backoff; a user
+Graph no longer knows is looked up in what the bridge saw of them before, and otherwise
+recorded as ignored with the reason. Without Graph credentials nothing is looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import structlog
+from sqlalchemy import Connection
+
+from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
+from app.errors import BridgeError, PermanentError, RetryableError
+from app.graph.client import GraphNotFoundError
+from app.graph.config import Needs, mapping_needs
+from app.graph.directory import Directory
+from app.runtime import Bridge
+from app.store import graph as graph_store
+from app.store.graph import InboxRow
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 900.0
+USER_FIELDS = frozenset(UserRef.model_fields)
+
+
+def utcnow() -> datetime:
+    """Now, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A user Graph does not know (any more): settled from what the bridge saw of them."""
+
+    row: InboxRow
+    group: GroupRef
+    fields: frozenset[str]
+
+    def settle(self, conn: Connection) -> MembershipChange | IgnoredEvent:
+        """A deleted user is exactly who must lose access: use what earlier changes said."""
+        row = self.row
+        known = graph_store.last_known_user(conn, "entra", row.member_id) or {}
+        user = UserRef.model_validate(
+            {"id": row.member_id, **{k: v for k, v in known.items() if k in USER_FIELDS}}
+        )
+        if self.fields <= user.fields().keys():
+            kind = ChangeKind.removed if row.removed else ChangeKind.added
+            return MembershipChange(
+                provider="entra",
+                event_id=row.dedupe_key,
+                occurred_at=row.occurred_at,
+                change=kind,
+                user=user,
+                group=self.group,
+                member_of=() if row.removed else None,  # a deleted user is in no group
+            )
+        fields = ", ".join(f"{{{f}}}" for f in sorted(self.fields))
+        action = "detach them by hand" if row.removed else "the join is not recorded"
+        return IgnoredEvent(
+            provider="entra",
+            event_id=row.dedupe_key,
+            occurred_at=row.occurred_at,
+            kind="graph.removed" if row.removed else "graph.added",
+            reason=(
+                f"user {row.member_id} is not in Graph (deleted?) and the bridge never saw them "
+                f"with {fields}, which the entra user_id template needs: {action}"
+            ),
+            user=UserRef(id=row.member_id),
+            group=self.group,
+        )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An inbox row turned into what intake takes."""
+
+    row: InboxRow
+    item: MembershipChange | Unknown
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An inbox row whose lookups failed this time."""
+
+    row: InboxRow
+    error: BridgeError
+
+
+class Resolver:
+    """Drains the Graph inbox until cancelled; one per process."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        directory: Directory | None,
+        *,
+        poll_seconds: float = 1.0,
+        # Small batches keep each intake transaction short: on SQLite the webhook's
+        # acknowledgement waits for the write lock behind it.
+        batch: int = 20,
+        concurrency: int = 8,
+        lease: timedelta = timedelta(minutes=2),
+        clock: Callable[[], datetime] = utcnow,
+        write_turn: Callable[[], AbstractAsyncContextManager[object]] = nullcontext,
+    ) -> None:
+        self.bridge = bridge
+        self._turn = write_turn
+        self.directory = directory
+        self.worker_id = "graph-" + uuid.uuid4().hex[:12]
+        self._poll = poll_seconds
+        self._batch = batch
+        self._limit = asyncio.Semaphore(concurrency)
+        self._lease = lease
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.last_beat: float | None = None
+
+    def wake(self) -> None:
+        """New entries were committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Resolve until cancelled; a failing round is logged and retried, never fatal."""
+        log.info("graph_resolver_started", worker_id=self.worker_id, lookups=bool(self.directory))
+        while True:
+            self.last_beat = time.monotonic()
+            self._wake.clear()
+            try:
+                claimed = await self.run_once()
+            except Exception:
+                log.exception("graph_resolver_round_failed")
+                claimed = 0
+            if claimed == 0:
+                with anyio.move_on_after(self._poll):
+                    await self._wake.wait()
+
+    async def run_once(self) -> int:
+        """Resolve one batch of due entries; returns how many were claimed."""
+        async with self._turn():
+            rows = await anyio.to_thread.run_sync(self._claim)
+        if not rows:
+            return 0
+        needs = mapping_needs(self.bridge.mapping)
+        outcomes = await asyncio.gather(*(self._resolve_limited(row, needs) for row in rows))
+        resolved = [o for o in outcomes if isinstance(o, Resolved)]
+        deferred = [o for o in outcomes if isinstance(o, Deferred)]
+        async with self._turn():
+            if resolved:
+                await self.bridge.transact(lambda conn: self._finish(conn, resolved))
+            if deferred:
+                await anyio.to_thread.run_sync(self._defer, deferred)
+        return len(rows)
+
+    def _claim(self) -> list[InboxRow]:
+        with self.bridge.db.begin() as conn:
+            return graph_store.claim_inbox(
+                conn,
+                now=self._clock(),
+                limit=self._batch,
+                worker_id=self.worker_id,
+                lease=self._lease,
+            )
+
+    def _finish(
+        self, conn: Connection, resolved: list[Resolved]
+    ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
+        ids = [r.row.id for r in resolved]
+        held = graph_store.finish_inbox(conn, ids, self.worker_id, self._clock())
+        # A row whose claim lapsed and was taken by another replica is theirs to hand in.
+        items = [r.item for r in resolved if r.row.id in held]
+        return None, [i.settle(conn) if isinstance(i, Unknown) else i for i in items]
+
+    def _defer(self, deferred: list[Deferred]) -> None:
+        now = self._clock()
+        with self.bridge.db.begin() as conn:
+            for d in deferred:
+                delay = retry_delay(d.error, d.row.attempts + 1)
+                graph_store.defer_inbox(
+                    conn, d.row.id, self.worker_id, now + timedelta(seconds=delay), str(d.error)
+                )
+                log.warning(
+                    "graph_lookup_failed",
+                    event_id=d.row.dedupe_key,
+                    member_id=d.row.member_id,
+                    error=str(d.error),
+                    retry_in_seconds=round(delay, 1),
+                )
+
+    async def _resolve_limited(self, row: InboxRow, needs: Needs) -> Resolved | Deferred:
+        async with self._limit:
+            try:
+                return Resolved(row, await self.resolve(row, needs))
+            except (RetryableError, PermanentError) as exc:
+                return Deferred(row, exc)
+
+    async def resolve(self, row: InboxRow, needs: Needs) -> MembershipChange | Unknown:
+        """The change an inbox row stands for, with what Graph says about it."""
+        group = GroupRef(id=row.group_id)
+        user: UserRef | Unknown = UserRef(id=row.member_id)
+        member_of = None
+        if self.directory is not None:
+            if needs.group_names:
+                group = await self._group(row)
+            if needs.user_fields:
+                user = await self._user(row, group, needs)
+            # Current groups matter only when the group left grants something to keep.
+            granting = self.bridge.mapping.workspaces_for("entra", group)
+            if row.removed and isinstance(user, UserRef) and granting:
+                member_of = await self._member_of(row)
+        if isinstance(user, Unknown):
+            return user
+        return MembershipChange(
+            provider="entra",
+            event_id=row.dedupe_key,
+            occurred_at=row.occurred_at,
+            change=ChangeKind.removed if row.removed else ChangeKind.added,
+            user=user,
+            group=group,
+            member_of=member_of,
+        )
+
+    async def _group(self, row: InboxRow) -> GroupRef:
+        assert self.directory is not None
+        try:
+            return await self.directory.group(row.group_id)
+        except GraphNotFoundError:
+            # A deleted group still took access away: rules by id can match it yet.
+            log.info("graph_group_not_found", event_id=row.dedupe_key, group_id=row.group_id)
+            return GroupRef(id=row.group_id)
+
+    async def _user(self, row: InboxRow, group: GroupRef, needs: Needs) -> UserRef | Unknown:
+        assert self.directory is not None
+        try:
+            return await self.directory.user(row.member_id)
+        except GraphNotFoundError:
+            return Unknown(row, group, needs.user_fields)
+
+    async def _member_of(self, row: InboxRow) -> tuple[GroupRef, ...]:
+        assert self.directory is not None
+        try:
+            groups = await self.directory.current_groups(row.member_id)
+        except GraphNotFoundError:
+            return ()  # a deleted user is in no group
+        mapping = self.bridge.mapping
+        # Only groups that grant something matter, and the rest would bloat the event log.
+        return tuple(g for g in groups if mapping.workspaces_for("entra", g))
+
+
+def retry_delay(error: BridgeError, attempts: int, rand: random.Random | None = None) -> float:
+    """Seconds until a failed lookup is tried again: Retry-After, else capped backoff."""
+    if isinstance(error, RetryableError) and error.retry_after is not None:
+        return min(error.retry_after, BACKOFF_MAX_SECONDS)
+    if not isinstance(error, RetryableError):
+        # A missing permission or a bad secret waits for an operator: try now and then.
+        return BACKOFF_MAX_SECONDS
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts - 1, 20))
+    jitter: float = (rand or random).uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter

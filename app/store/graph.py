@@ -1,0 +1,291 @@
+"""Microsoft Graph's tables: the subscriptions the bridge renews, and the notification inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from app.store.db import insert_ignoring_conflicts
+from app.store.schema import graph_inbox, graph_subscriptions, memberships
+
+PENDING, DONE = "pending", "done"
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    """A subscription the bridge knows: created by `graph subscribe` or registered."""
+
+    id: str
+    resource: str
+    expires_at: datetime
+    created_at: datetime
+    last_renewed_at: datetime | None
+    last_error: str | None
+    reauthorize_requested_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewInboxEntry:
+    """One members@delta entry about to be stored."""
+
+    base_key: str
+    subscription_id: str
+    group_id: str
+    member_id: str
+    removed: bool
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """A stored entry waiting to become a MembershipChange."""
+
+    id: int
+    dedupe_key: str
+    subscription_id: str
+    group_id: str
+    member_id: str
+    removed: bool
+    occurred_at: datetime
+    attempts: int
+
+
+def _subscription(row: Any) -> StoredSubscription:
+    return StoredSubscription(
+        id=row.id,
+        resource=row.resource,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        last_renewed_at=row.last_renewed_at,
+        last_error=row.last_error,
+        reauthorize_requested_at=row.reauthorize_requested_at,
+    )
+
+
+def put_subscription(
+    conn: Connection, subscription_id: str, resource: str, expires_at: datetime, now: datetime
+) -> None:
+    """Remember a subscription (or update its resource and expiry)."""
+    done = conn.execute(
+        update(graph_subscriptions)
+        .where(graph_subscriptions.c.id == subscription_id)
+        .values(resource=resource, expires_at=expires_at, last_error=None)
+    )
+    if done.rowcount == 0:
+        conn.execute(
+            insert(graph_subscriptions).values(
+                id=subscription_id, resource=resource, expires_at=expires_at, created_at=now
+            )
+        )
+
+
+def get_subscription(conn: Connection, subscription_id: str) -> StoredSubscription | None:
+    """One subscription, or None when the bridge does not know it."""
+    row = conn.execute(
+        select(graph_subscriptions).where(graph_subscriptions.c.id == subscription_id)
+    ).first()
+    return _subscription(row) if row is not None else None
+
+
+def list_subscriptions(conn: Connection) -> list[StoredSubscription]:
+    """Every known subscription, soonest expiry first."""
+    rows = conn.execute(
+        select(graph_subscriptions).order_by(
+            graph_subscriptions.c.expires_at, graph_subscriptions.c.id
+        )
+    )
+    return [_subscription(r) for r in rows]
+
+
+def record_renewal(
+    conn: Connection,
+    subscription_id: str,
+    expires_at: datetime,
+    now: datetime,
+    *,
+    requested_before: datetime | None = None,
+) -> None:
+    """Graph accepted a renewal or reauthorization: new expiry, no error, no pending request."""
+    values: dict[str, Any] = {"expires_at": expires_at, "last_renewed_at": now, "last_error": None}
+    conn.execute(
+        update(graph_subscriptions)
+        .where(graph_subscriptions.c.id == subscription_id)
+        .values(**values)
+    )
+    clear_reauthorization(conn, subscription_id, requested_before or now)
+
+
+def clear_reauthorization(
+    conn: Connection, subscription_id: str, requested_before: datetime
+) -> None:
+    """Forget a reauthorization request, unless a newer one came in meanwhile."""
+    conn.execute(
+        update(graph_subscriptions)
+        .where(
+            graph_subscriptions.c.id == subscription_id,
+            graph_subscriptions.c.reauthorize_requested_at <= requested_before,
+        )
+        .values(reauthorize_requested_at=None)
+    )
+
+
+def record_subscription_error(conn: Connection, subscription_id: str, error: str) -> None:
+    """Keep the last thing that went wrong with a subscription, for /readyz and `graph list`."""
+    conn.execute(
+        update(graph_subscriptions)
+        .where(graph_subscriptions.c.id == subscription_id)
+        .values(last_error=error[:1000])
+    )
+
+
+def request_reauthorization(conn: Connection, subscription_id: str, now: datetime) -> bool:
+    """Mark a subscription for reauthorization; False when the bridge does not know it."""
+    done = conn.execute(
+        update(graph_subscriptions)
+        .where(graph_subscriptions.c.id == subscription_id)
+        .values(reauthorize_requested_at=now)
+    )
+    return done.rowcount == 1
+
+
+def add_inbox_entry(
+    conn: Connection, entry: NewInboxEntry, now: datetime, retry_window: timedelta
+) -> str | None:
+    """Store an entry; None when it is a retry (the same entry seen within `retry_window`).
+
+    The same entry seen again after the window is a new change (a member removed, re-added
+    and removed again produces identical notifications), so it gets a key of its own.
+    """
+    latest, seen = conn.execute(
+        select(func.max(graph_inbox.c.received_at), func.count()).where(
+            graph_inbox.c.base_key == entry.base_key
+        )
+    ).one()
+    if latest is not None and latest > now - retry_window:
+        return None
+    key = entry.base_key if not seen else f"{entry.base_key}~{int(now.timestamp() * 1e6)}"
+    row = conn.execute(
+        insert_ignoring_conflicts(conn, graph_inbox)
+        .values(
+            dedupe_key=key,
+            base_key=entry.base_key,
+            subscription_id=entry.subscription_id,
+            group_id=entry.group_id,
+            member_id=entry.member_id,
+            removed=entry.removed,
+            received_at=now,
+            occurred_at=entry.occurred_at,
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(graph_inbox.c.id)
+    ).first()
+    return key if row is not None else None
+
+
+def claim_inbox(
+    conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
+) -> list[InboxRow]:
+    """Take up to `limit` due pending entries (and those whose claim lapsed), oldest first."""
+    due = and_(
+        graph_inbox.c.state == PENDING,
+        graph_inbox.c.next_attempt_at <= now,
+        or_(graph_inbox.c.lease_until.is_(None), graph_inbox.c.lease_until < now),
+    )
+    rows = list(
+        conn.execute(
+            select(graph_inbox)
+            .where(due)
+            .order_by(graph_inbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not rows:
+        return []
+    conn.execute(
+        update(graph_inbox)
+        .where(graph_inbox.c.id.in_([r.id for r in rows]))
+        .values(lease_until=now + lease, claimed_by=worker_id)
+    )
+    return [
+        InboxRow(
+            id=r.id,
+            dedupe_key=r.dedupe_key,
+            subscription_id=r.subscription_id,
+            group_id=r.group_id,
+            member_id=r.member_id,
+            removed=bool(r.removed),
+            occurred_at=r.occurred_at,
+            attempts=r.attempts,
+        )
+        for r in rows
+    ]
+
+
+def finish_inbox(
+    conn: Connection, ids: Sequence[int], worker_id: str, now: datetime, note: str | None = None
+) -> set[int]:
+    """Mark claimed entries done; returns those this worker still held."""
+    if not ids:
+        return set()
+    rows = conn.execute(
+        update(graph_inbox)
+        .where(
+            graph_inbox.c.id.in_(list(ids)),
+            graph_inbox.c.state == PENDING,
+            graph_inbox.c.claimed_by == worker_id,
+        )
+        .values(state=DONE, done_at=now, lease_until=None, last_error=note)
+        .returning(graph_inbox.c.id)
+    )
+    return {int(r[0]) for r in rows}
+
+
+def defer_inbox(
+    conn: Connection, row_id: int, worker_id: str, next_attempt_at: datetime, error: str
+) -> None:
+    """A lookup failed: try this entry again later."""
+    conn.execute(
+        update(graph_inbox)
+        .where(graph_inbox.c.id == row_id, graph_inbox.c.claimed_by == worker_id)
+        .values(
+            attempts=graph_inbox.c.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            lease_until=None,
+            last_error=error[:1000],
+        )
+    )
+
+
+def inbox_stats(conn: Connection) -> dict[str, Any]:
+    """Pending entries, the oldest one's arrival, and the latest lookup error."""
+    pending, oldest = conn.execute(
+        select(func.count(), func.min(graph_inbox.c.received_at)).where(
+            graph_inbox.c.state == PENDING
+        )
+    ).one()
+    error = conn.execute(
+        select(graph_inbox.c.last_error)
+        .where(graph_inbox.c.state == PENDING, graph_inbox.c.last_error.is_not(None))
+        .order_by(graph_inbox.c.next_attempt_at.desc())
+        .limit(1)
+    ).scalar()
+    return {"pending": int(pending), "oldest_pending": oldest, "last_error": error}
+
+
+def last_known_user(conn: Connection, provider: str, user_id: str) -> dict[str, Any] | None:
+    """The identifiers a user last came with (from any earlier change), or None."""
+    row = conn.execute(
+        select(memberships.c.user)
+        .where(memberships.c.provider == provider, memberships.c.user_id == user_id)
+        .order_by(memberships.c.changed_at.desc())
+        .limit(1)
+    ).first()
+    return dict(row[0]) if row is not None and row[0] else None

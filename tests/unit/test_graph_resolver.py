@@ -1,0 +1,215 @@
+"""The inbox resolver: lookups through the Graph stand-in, then intake, on a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.errors import PermanentError, RetryableError
+from app.graph.client import GraphClient, GraphCredentials
+from app.graph.directory import Directory
+from app.graph.inbox import RETRY_WINDOW
+from app.graph.resolver import Resolver, retry_delay
+from app.mapping import parse_mapping
+from app.runtime import Bridge
+from app.settings import Settings
+from app.store import Database
+from app.store import events as event_store
+from app.store import graph as graph_store
+from app.store import jobs as job_store
+from app.store.graph import NewInboxEntry
+from app.tables import MappingHolder
+from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer, serve_standin
+
+ONCALL = "0bc7d487-fd6f-41a0-8362-71ec81074f11"  # WS-ENG, WS-ONCALL (by id)
+ENGINEERING = "e0000000-0000-0000-0000-00000000e001"  # WS-ENG (by name)
+FINANCE = "f0000000-0000-0000-0000-00000000f001"  # WS-FIN (by name)
+ADELE = "4d147cc8-10cb-4158-ac52-90ee8ff9d846"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+MAPPING = f"""
+providers:
+  entra:
+    cor_source: MICROSOFT_DYNAMICS
+    user_id: "{{login}}"
+groups:
+  - provider: entra
+    group_id: {ONCALL}
+    workspaces: [WS-ENG, WS-ONCALL]
+  - provider: entra
+    group_name: Engineering
+    workspaces: [WS-ENG]
+  - provider: entra
+    group_name: Finance
+    workspaces: [WS-FIN]
+"""
+
+
+@pytest.fixture(scope="module")
+def standin_server() -> Iterator[StandinServer]:
+    with serve_standin() as server:
+        yield server
+
+
+@pytest.fixture
+def standin(standin_server: StandinServer) -> StandinServer:
+    standin_server.state.reset()
+    state = standin_server.state
+    state.add_group(ONCALL, "eng-oncall")
+    state.add_group(ENGINEERING, "Engineering")
+    state.add_group(FINANCE, "Finance")
+    state.add_user(ADELE, "adele@acme.example", mail="adele.v@acme.example")
+    return standin_server
+
+
+@pytest.fixture
+def bridge(db: Database, tmp_path: Path) -> Bridge:
+    settings = Settings(_env_file=None, bridge_mapping_file=str(tmp_path / "none.yaml"))  # type: ignore[call-arg]
+    mapping = parse_mapping(MAPPING, path="graph-mapping.yaml")
+    return Bridge(settings, db, MappingHolder(settings, mapping))
+
+
+@pytest.fixture
+async def directory(standin: StandinServer) -> AsyncIterator[Directory]:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        creds = GraphCredentials(TENANT, CLIENT_ID, CLIENT_SECRET)
+        yield Directory(GraphClient(http, standin.api_url, standin.url, creds), ttl=60)
+
+
+def resolver(bridge: Bridge, directory: Directory | None) -> Resolver:
+    return Resolver(bridge, directory, clock=lambda: NOW)
+
+
+def add(db: Database, group: str, member: str = ADELE, *, removed: bool = True, n: int = 1) -> str:
+    key = f"graph:test{n}:{member}:{'removed' if removed else 'added'}"
+    entry = NewInboxEntry(key, "sub-1", group, member, removed, NOW - timedelta(minutes=10 - n))
+    with db.begin() as conn:
+        assert graph_store.add_inbox_entry(conn, entry, NOW - timedelta(minutes=1), RETRY_WINDOW)
+    return key
+
+
+def open_jobs(db: Database) -> list[tuple[str, str]]:
+    with db.begin() as conn:
+        rows = job_store.get_jobs(conn, job_store.select_job_ids(conn, states=["pending"]))
+    return sorted((r["cor_user_id"], r["workspace"]) for r in rows)
+
+
+def history(db: Database, user: str) -> list[tuple[str, str, list[str]]]:
+    with db.begin() as conn:
+        return [
+            (e["kind"], e["decision"], e["detail"])
+            for e in event_store.list_user_events(conn, user)
+        ]
+
+
+def pending(db: Database) -> int:
+    with db.begin() as conn:
+        return int(graph_store.inbox_stats(conn)["pending"])
+
+
+async def test_login_lookup_and_the_still_granted_rule(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    # Graph says Adele is still in Engineering (which grants WS-ENG) after leaving eng-oncall.
+    standin.state.member_of[ADELE] = [ENGINEERING]
+    add(db, ONCALL)
+    assert await resolver(bridge, directory).run_once() == 1
+    assert open_jobs(db) == [("adele@acme.example", "WS-ONCALL")]
+    [(kind, decision, detail)] = history(db, ADELE)
+    assert (kind, decision) == ("removed", "queued")
+    assert (
+        detail[0]
+        == f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering), per the IdP"
+    )
+    assert pending(db) == 0
+
+
+async def test_group_names_are_resolved_for_rules_by_name(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    add(db, FINANCE, n=1)
+    add(db, FINANCE, n=2)
+    await resolver(bridge, directory).run_once()
+    assert open_jobs(db) == [("adele@acme.example", "WS-FIN")]
+    # Two entries, one group: the name was looked up once (cached).
+    assert len(standin.state.calls_to(f"/groups/{FINANCE}")) == 1
+
+
+async def test_without_credentials_changes_carry_ids_only(db: Database, bridge: Bridge):
+    add(db, ONCALL)
+    await resolver(bridge, None).run_once()
+    [(_, decision, detail)] = history(db, ADELE)
+    assert decision == "unresolved" and "{login}" in detail[0]
+
+
+async def test_a_user_graph_no_longer_has_uses_what_the_bridge_saw(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    add(db, FINANCE, removed=False, n=1)  # seen joining while Graph still knew them
+    await resolver(bridge, directory).run_once()
+    del standin.state.users[ADELE]  # then deleted
+    add(db, ONCALL, n=2)
+    await resolver(bridge, directory).run_once()
+    assert open_jobs(db) == [("adele@acme.example", "WS-ENG"), ("adele@acme.example", "WS-ONCALL")]
+
+
+async def test_a_user_never_seen_and_gone_from_graph_is_recorded_not_lost_silently(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    add(db, ONCALL, member="ghost")
+    await resolver(bridge, directory).run_once()
+    [(kind, decision, detail)] = history(db, "ghost")
+    assert (kind, decision) == ("graph.removed", "ignored")
+    assert "not in Graph" in detail[0] and "detach them by hand" in detail[0]
+    assert pending(db) == 0
+
+
+async def test_lookup_failures_leave_the_entry_pending_with_backoff(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    standin.state.fault(503, path_contains="/users/", times=5)
+    add(db, ONCALL)
+    await resolver(bridge, directory).run_once()
+    assert open_jobs(db) == [] and pending(db) == 1
+    with db.begin() as conn:
+        stats = graph_store.inbox_stats(conn)
+        assert "503" in stats["last_error"]
+        # Not due again yet: the next round claims nothing.
+        assert (
+            graph_store.claim_inbox(conn, now=NOW, limit=10, worker_id="x", lease=timedelta(1))
+            == []
+        )
+    standin.state.faults.clear()
+    later = Resolver(bridge, directory, clock=lambda: NOW + timedelta(minutes=20))
+    assert await later.run_once() == 1
+    assert len(open_jobs(db)) == 2
+
+
+async def test_a_deleted_group_still_matches_rules_by_id(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    del standin.state.groups[ONCALL]
+    add(db, ONCALL)
+    await resolver(bridge, directory).run_once()
+    assert len(open_jobs(db)) == 2
+
+
+def test_retry_delay_honours_retry_after_and_waits_long_for_operators():
+    assert retry_delay(RetryableError("x", retry_after=7), attempts=1) == 7
+    assert 1 <= retry_delay(RetryableError("x"), attempts=1) <= 2
+    assert retry_delay(RetryableError("x"), attempts=50) <= 900
+    assert retry_delay(PermanentError("403"), attempts=1) == 900
+
+
+async def test_no_membership_lookup_for_a_group_that_grants_nothing(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    add(db, "g-unmapped")
+    await resolver(bridge, directory).run_once()
+    assert standin.state.calls_to("/transitiveMemberOf") == []
+    [(_, decision, _)] = history(db, ADELE)
+    assert decision == "unmapped"
