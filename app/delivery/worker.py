@@ -18,6 +18,7 @@ from app import metrics
 from app.delivery.cor import CorClient, DetachResult
 from app.delivery.retry import RetryPolicy, next_attempt_at
 from app.errors import DeliveryError, RetryableError
+from app.rounds import Rounds
 from app.store import Database
 from app.store import jobs as job_store
 from app.store.db import serialize_intake
@@ -73,16 +74,20 @@ class Worker:
         self._lease = lease
         self._release_on_start = release_on_start
         self._clock = clock
-        self._wake = asyncio.Event()
-        self.last_beat: float | None = None
+        self.rounds = Rounds("worker")
 
     def wake(self) -> None:
         """New work was committed: look now rather than at the next poll."""
-        self._wake.set()
+        self.rounds.wake()
+
+    @property
+    def last_beat(self) -> float | None:
+        """When the latest round started (monotonic), for /readyz."""
+        return self.rounds.last_beat
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing round is logged and retried, never fatal."""
-        self.last_beat = time.monotonic()  # alive from the start, for /readyz
+        self.rounds.last_beat = time.monotonic()  # alive from the start, for /readyz
         if self._release_on_start:
             try:
                 released = await anyio.to_thread.run_sync(self._release)
@@ -93,18 +98,10 @@ class Worker:
                 if released:
                     log.info("worker_released_claims", jobs=released)
         log.info("worker_started", worker_id=self.worker_id)
-        while True:
-            self.last_beat = time.monotonic()
-            # Clear before looking, not after: a wake() during an empty round is not lost.
-            self._wake.clear()
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("worker_round_failed")
-                claimed = 0
-            if claimed == 0:
-                with anyio.move_on_after(self._poll):
-                    await self._wake.wait()
+        await self.rounds.loop(self._round, after_error=self._poll)
+
+    async def _round(self) -> float:
+        return 0.0 if await self.run_once() else self._poll
 
     async def run_once(self) -> int:
         """Claim one batch of due jobs and deliver it; returns how many were claimed."""

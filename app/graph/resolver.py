@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -28,6 +27,7 @@ from app.errors import BridgeError, PermanentError, RetryableError
 from app.graph.client import GraphNotFoundError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
+from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import graph as graph_store
 from app.store.graph import InboxRow
@@ -128,27 +128,24 @@ class Resolver:
         self._limit = asyncio.Semaphore(concurrency)
         self._lease = lease
         self._clock = clock
-        self._wake = asyncio.Event()
-        self.last_beat: float | None = None
+        self.rounds = Rounds("graph_resolver")
 
     def wake(self) -> None:
         """New entries were committed: look now rather than at the next poll."""
-        self._wake.set()
+        self.rounds.wake()
+
+    @property
+    def last_beat(self) -> float | None:
+        """When the latest round started (monotonic), for /readyz."""
+        return self.rounds.last_beat
 
     async def run(self) -> None:
         """Resolve until cancelled; a failing round is logged and retried, never fatal."""
         log.info("graph_resolver_started", worker_id=self.worker_id, lookups=bool(self.directory))
-        while True:
-            self.last_beat = time.monotonic()
-            self._wake.clear()
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("graph_resolver_round_failed")
-                claimed = 0
-            if claimed == 0:
-                with anyio.move_on_after(self._poll):
-                    await self._wake.wait()
+        await self.rounds.loop(self._round, after_error=self._poll)
+
+    async def _round(self) -> float:
+        return 0.0 if await self.run_once() else self._poll
 
     async def run_once(self) -> int:
         """Resolve one batch of due entries; returns how many were claimed."""

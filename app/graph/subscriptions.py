@@ -8,8 +8,6 @@ answers challenges; a failure is recorded on the subscription and tried again ne
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +19,7 @@ from app.errors import BridgeError, PermanentError
 from app.graph.client import GraphClient, GraphNotFoundError, Subscription
 from app.graph.config import lifecycle_url
 from app.mapping import Mapping
+from app.rounds import Rounds
 from app.settings import Settings
 from app.store import Database
 from app.store import graph as graph_store
@@ -67,12 +66,16 @@ class SubscriptionManager:
         self._clock = clock
         self._lifetime = timedelta(minutes=settings.graph_subscription_minutes)
         self._renew_before = timedelta(seconds=settings.graph_renew_before_seconds)
-        self._wake = asyncio.Event()
-        self.last_beat: float | None = None
+        self.rounds = Rounds("graph_subscriptions")
 
     def wake(self) -> None:
         """A reauthorization was requested or a subscription registered: look now."""
-        self._wake.set()
+        self.rounds.wake()
+
+    @property
+    def last_beat(self) -> float | None:
+        """When the latest round started (monotonic), for /readyz."""
+        return self.rounds.last_beat
 
     async def subscribe(self, resource: str, *, force: bool = False) -> Outcome:
         """Create a subscription for `resource`, unless a live one is known (or `force`)."""
@@ -107,16 +110,7 @@ class SubscriptionManager:
         log.info(
             "graph_subscriptions_started", renew_before_seconds=self._renew_before.total_seconds()
         )
-        while True:
-            self.last_beat = time.monotonic()
-            self._wake.clear()
-            try:
-                sleep = await self.run_once()
-            except Exception:
-                log.exception("graph_subscriptions_round_failed")
-                sleep = RETRY_SECONDS
-            with anyio.move_on_after(sleep):
-                await self._wake.wait()
+        await self.rounds.loop(self.run_once, after_error=RETRY_SECONDS)
 
     async def run_once(self) -> float:
         """Reauthorize what Graph asked for, renew what is due; seconds until the next round."""

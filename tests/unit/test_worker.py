@@ -320,7 +320,7 @@ async def test_a_split_wakes_the_worker(db, fake, make_worker):
     fake.script_detach(400)
     worker = make_worker()
     await worker.run_once()
-    assert worker._wake.is_set()
+    assert worker.rounds._wake.is_set()
 
 
 # --- claims -----------------------------------------------------------------------------
