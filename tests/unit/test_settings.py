@@ -81,3 +81,19 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch):
     result = CliRunner().invoke(cli, ["check"])
     assert result.exit_code == 2
     assert "BRIDGE_WORKER_CONCURRENCY" in result.output
+
+
+def test_the_image_runs_the_service_as_a_user_would():
+    # No Docker engine runs where the suite runs; this pins what the image promises.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "\nUSER bridge\n" in dockerfile, "the service must not run as root"
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    assert 'ENTRYPOINT ["cor-bridge"]' in dockerfile and '"serve"' in dockerfile
+    assert "FROM python:3.11-slim" in dockerfile
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    bridge = compose["services"]["bridge"]
+    assert bridge["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "healthcheck" in compose["services"]["db"]
+    assert bridge["environment"]["BRIDGE_DATABASE_URL"].startswith("postgresql://")
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".venv", ".git"} <= set(ignored)
