@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from app import metrics
 from app.changes import IgnoredEvent, MembershipChange
 from app.delivery.worker import Worker
+from app.guard import FailureLimiter
 from app.intake import Decision, accept_changes
 from app.mapping import Mapping
 from app.settings import Settings
@@ -33,6 +34,7 @@ class Bridge:
         self.db = db
         self.tables = tables
         self.worker: Worker | None = None
+        self.auth_failures = FailureLimiter(settings.bridge_auth_failures_per_minute)
 
     @property
     def mapping(self) -> Mapping:

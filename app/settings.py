@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     bridge_mapping_poll_seconds: float = Field(default=2.0, gt=0)
     bridge_admin_token: SecretStr | None = None
     bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Failed authentications per client address per minute before they are answered 429
+    # (0: no limit). Requests with the right secret are never limited.
+    bridge_auth_failures_per_minute: int = Field(default=30, ge=0)
     # Delivery: how hard to try before a job becomes a dead letter.
     bridge_max_attempts: int = Field(default=15, ge=1)
     bridge_max_age_seconds: float = Field(default=3 * 24 * 3600, gt=0)

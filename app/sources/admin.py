@@ -15,7 +15,7 @@ from app import operations
 from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
 from app.operations import JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
-from app.sources.common import bearer_matches
+from app.sources.common import bearer_matches, refuse_auth
 
 
 def require_admin(request: Request, bridge: BridgeDep) -> None:
@@ -24,9 +24,7 @@ def require_admin(request: Request, bridge: BridgeDep) -> None:
     if token is None:
         raise HTTPException(404, "admin API is not enabled (BRIDGE_ADMIN_TOKEN is unset)")
     if not bearer_matches(request.headers.get("authorization"), token):
-        raise HTTPException(
-            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise refuse_auth(request, bridge.auth_failures, "missing or wrong bearer token")
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

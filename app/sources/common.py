@@ -6,10 +6,14 @@ import hmac
 import json
 from typing import Any
 
-from fastapi import Request
+import structlog
+from fastapi import HTTPException, Request
 from pydantic import SecretStr
 
 from app.errors import InputError
+from app.guard import FailureLimiter
+
+log = structlog.get_logger(__name__)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -49,6 +53,20 @@ def secret_matches(presented: str | None, expected: SecretStr) -> bool:
     if presented is None or not secret:
         return False
     return hmac.compare_digest(presented.encode(), secret.encode())
+
+
+def refuse_auth(request: Request, failures: FailureLimiter, detail: str) -> HTTPException:
+    """401 for a failed authentication; 429 with Retry-After once its address is over the limit."""
+    client = request.client.host if request.client else None
+    wait = failures.record(client)
+    if wait is None:
+        return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+    log.warning("auth_failures_over_limit", client=client, path=request.url.path)
+    return HTTPException(
+        429,
+        "too many failed authentications from this address",
+        headers={"Retry-After": f"{wait:.0f}"},
+    )
 
 
 def bearer_matches(authorization: str | None, expected: SecretStr) -> bool:

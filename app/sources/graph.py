@@ -21,7 +21,7 @@ from app.graph.inbox import accept_notifications
 from app.graph.notifications import mismatched_client_states, parse_delivery
 from app.graph.service import GraphService
 from app.runtime import Bridge, BridgeDep
-from app.sources.common import read_body
+from app.sources.common import read_body, refuse_auth
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,8 @@ async def receive(request: Request, bridge: Bridge, validation_token: str | None
             subscription_ids=sorted(set(wrong))[:10],
             notifications=len(wrong),
         )
-        raise HTTPException(401, f"clientState missing or wrong in {len(wrong)} notification(s)")
+        detail = f"clientState missing or wrong in {len(wrong)} notification(s)"
+        raise refuse_auth(request, bridge.auth_failures, detail)
     service: GraphService = request.app.state.graph
     now = datetime.now(UTC)
     async with service.write_turn():

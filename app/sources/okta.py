@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import InputError
 from app.runtime import BridgeDep
-from app.sources.common import parse_json, read_body, secret_matches
+from app.sources.common import parse_json, read_body, refuse_auth, secret_matches
 
 KINDS = {
     "group.user_membership.remove": ChangeKind.removed,
@@ -136,9 +136,8 @@ def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
         raise HTTPException(404, "Okta event hook is not enabled (OKTA_HOOK_SECRET is unset)")
     presented = request.headers.get(bridge.settings.okta_hook_header)
     if not secret_matches(presented, secret):
-        raise HTTPException(
-            401, f"missing or wrong secret in the {bridge.settings.okta_hook_header} header"
-        )
+        detail = f"missing or wrong secret in the {bridge.settings.okta_hook_header} header"
+        raise refuse_auth(request, bridge.auth_failures, detail)
 
 
 router = APIRouter(prefix="/hooks/okta", tags=["okta"], dependencies=[Depends(require_okta_secret)])

@@ -24,7 +24,7 @@ from app import operations
 from app.errors import InputError
 from app.operations import JobFilter, ReplayRequest
 from app.runtime import Bridge, BridgeDep
-from app.sources.common import secret_matches
+from app.sources.common import refuse_auth, secret_matches
 from app.store import jobs as job_store
 from app.ui import auth
 from app.ui.render import page
@@ -135,6 +135,10 @@ async def login(request: Request, bridge: BridgeDep) -> Response:
     back = auth.safe_back(auth.first(form, "next"))
     if not secret_matches(auth.first(form, "token"), token):
         log.warning("admin_login_refused", client=request.client and request.client.host)
+        refused = refuse_auth(request, bridge.auth_failures, "wrong admin token")
+        if refused.status_code == 429:
+            message = "Too many wrong tokens from this address; wait a minute."
+            return _login_form(request, bridge, back, message, 429)
         return _login_form(request, bridge, back, "That is not the admin token.", 401)
     log.info("admin_login", client=request.client and request.client.host)
     response = RedirectResponse(back, status_code=303)

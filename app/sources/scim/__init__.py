@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from app.changes import MembershipChange
 from app.errors import InputError
 from app.runtime import Bridge, BridgeDep
-from app.sources.common import bearer_matches, read_body
+from app.sources.common import bearer_matches, read_body, refuse_auth
 from app.sources.scim.service import BridgeScimService, make_provider
 from app.sources.scim.storage import SqlStorage
 
@@ -49,7 +49,10 @@ async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
     if token is None:
         return _error(HTTPStatus.NOT_FOUND, "SCIM is not enabled (SCIM_TOKEN is unset)")
     if not bearer_matches(request.headers.get("authorization"), token):
-        return _error(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        refused = refuse_auth(request, bridge.auth_failures, "missing or wrong bearer token")
+        return _error(
+            HTTPStatus(refused.status_code), str(refused.detail), dict(refused.headers or {})
+        )
     try:
         body = await read_body(request, bridge.settings.bridge_max_body_bytes)
     except InputError as exc:
@@ -106,9 +109,9 @@ def _response(reply: ScimResponse) -> Response:
     return Response(content=content, status_code=int(reply.status), headers=headers)
 
 
-def _error(status: HTTPStatus, detail: str) -> Response:
+def _error(status: HTTPStatus, detail: str, extra: dict[str, str] | None = None) -> Response:
     body: dict[str, Any] = Error(status=int(status), detail=detail).model_dump()
-    headers = {"Content-Type": "application/scim+json"}
+    headers = {**(extra or {}), "Content-Type": "application/scim+json"}
     if status == HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="SCIM"'
     return Response(content=json.dumps(body).encode(), status_code=int(status), headers=headers)
