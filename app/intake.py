@@ -180,6 +180,11 @@ def _grant(
     detail = []
     for workspace in workspaces:
         for job in job_store.find_open_jobs(conn, cor_user_id, source, workspace):
+            queued_by = event_store.event_time(conn, job.event_id)
+            if queued_by is not None and queued_by > change.occurred_at:
+                # An add that happened before the removal (or deactivation) arrived late.
+                detail.append(f"kept job {job.id} ({workspace}): its removal is newer")
+                continue
             reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
             if job_store.cancel_job(conn, job.id, now, reason):
                 detail.append(f"cancelled job {job.id} ({workspace}): {reason}")

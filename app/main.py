@@ -24,6 +24,7 @@ from app.logs import RequestContext
 from app.runtime import Bridge
 from app.settings import Settings
 from app.sources import admin, graph, okta, scim
+from app.sources.common import BodyLimit
 from app.store import Database
 from app.tables import MappingHolder, load_checked_mapping
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
     app.state.cor_transport = None
     app.state.graph_transport = None  # the same for Graph
+    app.add_middleware(BodyLimit, prefix="/admin", limit=settings.bridge_max_body_bytes)
     app.add_middleware(RequestContext)
     app.include_router(health.router)
     app.include_router(okta.router)

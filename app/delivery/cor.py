@@ -164,8 +164,9 @@ def _remaining_workspaces(reply: httpx.Response) -> list[str]:
         body = reply.json()
     except ValueError:
         return []
+    listed = body.get("workspaces") if isinstance(body, dict) else None
     remaining = []
-    for ws in body.get("workspaces") or [] if isinstance(body, dict) else []:
+    for ws in listed if isinstance(listed, list) else []:
         if not isinstance(ws, dict):
             continue
         integration = ws.get("json_integrations") or {}
@@ -178,11 +179,17 @@ def _remaining_workspaces(reply: httpx.Response) -> list[str]:
 
 
 def _error_from(reply: httpx.Response, who: str) -> RetryableError | PermanentError:
-    """Turn a non-2xx reply into our error, keeping COR's code and message (never its secrets)."""
+    """Turn a non-2xx reply into our error, keeping COR's code and message (never its secrets).
+
+    Refused credentials (any token endpoint error, a 401 that survives a fresh token) are the
+    bridge's problem, not the job's: retried with backoff until an operator fixes them, so a
+    wrong secret does not turn every pending removal into a dead letter within minutes.
+    """
     code, message = _cor_error_body(reply)
     text = f"{who} answered {reply.status_code}" + (f" {code}" if code else "")
     text += f": {message}" if message else ""
-    if reply.status_code in RETRYABLE_STATUS:
+    credentials = who.endswith("token endpoint") or reply.status_code == 401
+    if reply.status_code in RETRYABLE_STATUS or credentials:
         return RetryableError(
             text,
             status=reply.status_code,

@@ -31,14 +31,14 @@ def next_attempt_at(
     """When to try again after `attempts` failed tries; None means give up (dead letter)."""
     if attempts >= policy.max_attempts:
         return None
+    # Cap the exponent: 2.0 * 2**1100 does not fit a float, and the ceiling wins long before.
+    ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** min(attempts - 1, 64))
+    # "Equal jitter": at least half the backoff, so retries spread but still back off.
+    delay = ceiling / 2 + (rand or random).uniform(0, ceiling / 2)
     if error.retry_after is not None:
-        # COR said when; honour it, but never past the backoff ceiling.
-        delay = min(error.retry_after, max(policy.max_seconds, 1.0))
-    else:
-        # Cap the exponent: 2.0 * 2**1100 does not fit a float, and the ceiling wins long before.
-        ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** min(attempts - 1, 64))
-        # "Equal jitter": at least half the backoff, so retries spread but still back off.
-        delay = ceiling / 2 + (rand or random).uniform(0, ceiling / 2)
+        # Never sooner than COR asked (a short Retry-After must not burn the attempts in
+        # seconds), and never later than the backoff ceiling.
+        delay = max(delay, min(error.retry_after, max(policy.max_seconds, 1.0)))
     when = now + timedelta(seconds=delay)
     if when - created_at > policy.max_age:
         return None

@@ -129,10 +129,15 @@ class Worker:
     async def _deliver(self, group: list[Job]) -> None:
         first = group[0]
         ids = [j.id for j in group]
-        # Twins (the same detach queued twice) travel together; COR is told each workspace once.
-        workspaces = list(dict.fromkeys(j.workspace for j in group))
         with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=first.cor_user_id):
             async with self._limit:
+                # Claimed a while ago, perhaps: drop what a re-grant called off meanwhile.
+                group = await anyio.to_thread.run_sync(self._still_wanted, group)
+                if not group:
+                    return
+                first = group[0]
+                # Twins (one detach queued twice) travel together; COR hears each workspace once.
+                workspaces = list(dict.fromkeys(j.workspace for j in group))
                 started = time.perf_counter()
                 outcome = await self._detach(first, workspaces)
                 ms = _ms(started)
@@ -148,6 +153,17 @@ class Worker:
                     # Not fatal to the round's other deliveries: these jobs keep their claim
                     # until the lease lapses, then go again.
                     log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
+
+    def _still_wanted(self, group: list[Job]) -> list[Job]:
+        """The jobs of `group` nobody called off since the claim; the others end cancelled."""
+        with self.db.begin() as conn:
+            called_off = job_store.cancel_requests(conn, [j.id for j in group])
+            for job_id, reason in called_off.items():
+                job_store.cancel_claimed(conn, job_id, self._clock(), reason, self.worker_id)
+        if called_off:
+            metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc(len(called_off))
+            log.info("detach_called_off", job_ids=sorted(called_off))
+        return [j for j in group if j.id not in called_off]
 
     async def _detach(self, job: Job, workspaces: list[str]) -> DetachResult | DeliveryError:
         """COR's answer, or the error it came to; never raises (but for cancellation)."""

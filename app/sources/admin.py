@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app import operations
 from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
@@ -70,7 +70,12 @@ class ChangeRequest(BaseModel):
 @router.post("/changes")
 async def post_change(body: ChangeRequest, bridge: BridgeDep) -> dict[str, Any]:
     """Run an operator's change through intake, like any source's."""
-    change = body.to_change()
+    try:
+        change = body.to_change()
+    except ValidationError as exc:
+        # A combination the model alone cannot see (a removal that names no group, say).
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise HTTPException(422, f"not a change intake can take: {problems}") from exc
     [decision] = await bridge.submit([change])
     return {
         "event_id": decision.event_id,

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from fastapi import HTTPException, Request
 from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import InputError
 from app.guard import FailureLimiter
@@ -77,3 +78,54 @@ def bearer_matches(authorization: str | None, expected: SecretStr) -> bool:
     if scheme.lower() != "bearer":
         return False
     return secret_matches(token.strip(), expected)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over `limit` under `prefix`, before anything parses them.
+
+    The sources read their bodies through `read_body`; routes whose bodies FastAPI parses
+    (the admin API) get the same bound here, declared length or not.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str, limit: int) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        # Read the (bounded) body first, then hand it on: an error raised while the app reads
+        # would surface as its own 400, not our 413.
+        chunks: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body is over the {self.limit}-byte limit"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})

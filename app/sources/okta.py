@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -26,7 +29,7 @@ class _Lenient(BaseModel):
 class OktaTarget(_Lenient):
     """One System Log target (User, UserGroup, AppInstance, ...)."""
 
-    id: str
+    id: str = Field(min_length=1)
     type: str
     alternateId: str | None = None  # noqa: N815
     displayName: str | None = None  # noqa: N815
@@ -49,9 +52,9 @@ class OktaEvent(_Lenient):
 
 
 class OktaData(_Lenient):
-    """The `data` member of the envelope."""
+    """The `data` member of the envelope; each event is checked on its own."""
 
-    events: list[OktaEvent]
+    events: list[dict[str, Any]]
 
 
 class OktaEnvelope(_Lenient):
@@ -62,9 +65,32 @@ class OktaEnvelope(_Lenient):
     data: OktaData
 
 
-def to_changes(envelope: OktaEnvelope) -> list[MembershipChange | IgnoredEvent]:
+def to_changes(
+    envelope: OktaEnvelope, now: datetime | None = None
+) -> list[MembershipChange | IgnoredEvent]:
     """Every event of a delivery as a change, or as a recorded-but-ignored event."""
-    return [_to_change(event) for event in envelope.data.events]
+    return [_parse_event(raw, now or datetime.now(UTC)) for raw in envelope.data.events]
+
+
+def _parse_event(raw: dict[str, Any], now: datetime) -> MembershipChange | IgnoredEvent:
+    """One event; a malformed one is recorded, not allowed to sink the rest of the batch
+    (Okta does not retry a 4xx, so refusing the delivery would lose its good events)."""
+    try:
+        event = OktaEvent.model_validate(raw)
+    except ValidationError as exc:
+        uuid = raw.get("uuid")
+        if not isinstance(uuid, str) or not 0 < len(uuid) <= 200:
+            digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
+            uuid = f"malformed:{digest.hexdigest()[:32]}"
+        kind = raw.get("eventType")
+        return IgnoredEvent(
+            provider="okta",
+            event_id=uuid,
+            occurred_at=now,
+            kind=kind if isinstance(kind, str) and len(kind) <= 64 else "malformed",
+            reason=f"malformed event: {describe_errors(exc)}",
+        )
+    return _to_change(event)
 
 
 def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:

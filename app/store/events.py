@@ -71,8 +71,14 @@ def set_decision(
     )
 
 
+def event_time(conn: Connection, event_id: int) -> datetime | None:
+    """When the source says an event happened (by our row id)."""
+    found = conn.execute(select(events.c.occurred_at).where(events.c.id == event_id)).scalar()
+    return found if isinstance(found, datetime) else None
+
+
 def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict[str, Any]]:
-    """Every event about a user, known by IdP id, login or COR id; oldest first."""
+    """The latest `limit` events about a user (by IdP id, login or COR id), oldest first."""
     rows = conn.execute(
         select(events)
         .where(
@@ -82,10 +88,10 @@ def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict
                 events.c.cor_user_id == user,
             )
         )
-        .order_by(events.c.occurred_at, events.c.id)
+        .order_by(events.c.occurred_at.desc(), events.c.id.desc())
         .limit(limit)
     ).mappings()
-    return [dict(r) for r in rows]
+    return [dict(r) for r in reversed(list(rows))]
 
 
 def count_events(conn: Connection) -> dict[str, int]:

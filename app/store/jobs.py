@@ -118,6 +118,12 @@ def claim_due_jobs(
     conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
 ) -> list[Job]:
     """Take up to `limit` due jobs (and jobs whose claim lapsed) for this worker."""
+    # A lapsed claim that a re-grant called off ends here rather than being sent again.
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.state == RUNNING, jobs.c.lease_until < now, jobs.c.cancel_reason.is_not(None))
+        .values(state=CANCELLED, updated_at=now, last_message=jobs.c.cancel_reason)
+    )
     due = or_(
         and_(jobs.c.state == PENDING, jobs.c.next_attempt_at <= now),
         and_(jobs.c.state == RUNNING, jobs.c.lease_until < now),
@@ -151,6 +157,27 @@ def request_cancel(conn: Connection, job_id: int, now: datetime, reason: str) ->
         .values(cancel_reason=reason, updated_at=now)
     )
     return done.rowcount == 1
+
+
+def cancel_requests(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """Of these jobs, those a re-grant asked to call off, with the reason."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.cancel_reason).where(
+            jobs.c.id.in_(list(ids)), jobs.c.cancel_reason.is_not(None)
+        )
+    )
+    return {int(job_id): str(reason) for job_id, reason in rows}
+
+
+def cancel_claimed(
+    conn: Connection, job_id: int, now: datetime, reason: str, worker_id: str
+) -> None:
+    """Cancel a job this worker holds and has not sent."""
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
+        .values(state=CANCELLED, updated_at=now, last_message=reason, lease_until=None)
+    )
 
 
 def release_claims(conn: Connection, now: datetime) -> int:

@@ -186,3 +186,29 @@ async def test_job_listing_pages(client):
     assert [j["workspace"] for j in page.json()["jobs"]] == ["WS-2"]
     bad = await client.get("/admin/jobs?limit=0", headers=ADMIN)
     assert bad.status_code == 422 and "limit" in bad.text
+
+
+async def test_admin_bodies_are_bounded_before_they_are_parsed(tmp_path, cor):
+    async with make_client(tmp_path, cor, bridge_max_body_bytes=2048) as client:
+        big = b'{"provider": "okta", "cor_user_id": "' + b"x" * 4096 + b'"}'
+        declared = await client.post("/admin/changes", content=big, headers=ADMIN)
+        assert declared.status_code == 413 and "2048-byte" in declared.json()["detail"]
+
+        async def chunks():
+            yield big[:1000]
+            yield big[1000:]
+
+        streamed = await client.post("/admin/changes", content=chunks(), headers=ADMIN)
+        assert streamed.status_code == 413, streamed.text
+        unauthenticated = await client.post("/admin/changes", content=big)
+        assert unauthenticated.status_code == 413
+
+
+async def test_a_change_that_names_no_group_is_422_not_500(client):
+    reply = await client.post(
+        "/admin/changes",
+        json={"provider": "okta", "change": "removed", "user": {"id": "00ujane"}},
+        headers=ADMIN,
+    )
+    assert reply.status_code == 422
+    assert "needs a group" in reply.json()["detail"]

@@ -136,9 +136,10 @@ async def test_token_endpoint_unreachable_is_retryable(fake, tokens):
     assert_no_secret(caught.value)
 
 
-async def test_token_endpoint_401_is_permanent(http):
+async def test_refused_credentials_are_retried_not_dead(http):
+    # An operator fixes the secret; the removals must still be waiting then.
     wrong = ClientCredentials(http, TOKEN_URL, CLIENT_ID, "not-the-secret")
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(RetryableError) as caught:
         await wrong.get()
     assert caught.value.status == 401
     assert "Unauthorized" in caught.value.message
@@ -188,9 +189,9 @@ async def test_static_token_is_used_as_is(fake, http):
     assert call.token == STATIC
 
 
-async def test_a_static_token_cor_refuses_is_permanent(fake, http):
+async def test_a_static_token_cor_refuses_is_retried(fake, http):
     cor = CorClient(http, API_URL, StaticToken(STATIC))  # COR does not know it
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(RetryableError) as caught:
         await cor.detach("jane@acme.example", ["WS-ENG"], "OKTA")
     assert caught.value.status == 401
     assert fake.token_requests == []
@@ -210,12 +211,12 @@ async def test_401_once_refetches_the_token_and_retries(fake, cor):
     assert [c.workspaces for c in fake.detaches[1:]] == [["WS-ONCALL"], ["WS-ONCALL"]]
 
 
-async def test_401_twice_is_permanent(fake, cor):
+async def test_401_twice_is_retried_later(fake, cor):
     fake.script_detach(
         httpx.Response(401, json=load_fixture("cor/error-unauthorized.json")),
         httpx.Response(401, json=load_fixture("cor/error-unauthorized.json")),
     )
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(RetryableError) as caught:
         await cor.detach("jane@acme.example", ["WS-ENG"], "OKTA")
     assert caught.value.status == 401
     assert "Unauthorized" in caught.value.message
@@ -410,7 +411,7 @@ async def test_token_lifetime_defaults_to_an_hour(fake, tokens, clock):
 async def test_an_oauth_error_body_is_understood(fake, tokens):
     body = {"error": "invalid_client", "error_description": "Client authentication failed"}
     fake.script_token(httpx.Response(400, json=body))
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(RetryableError) as caught:
         await tokens.get()
     assert caught.value.code == "invalid_client"
     assert caught.value.message == (

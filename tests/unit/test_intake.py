@@ -253,3 +253,13 @@ def test_the_idps_own_list_of_current_groups_decides_what_is_still_granted(db, m
     accept(db, mapping, change(ChangeKind.added, PLATFORM, user=mia))
     [gone] = accept(db, mapping, change(ChangeKind.removed, ENG, user=mia, member_of=()))
     assert gone.decision == "queued" and len(gone.jobs) == 2
+
+
+def test_a_late_add_that_happened_earlier_does_not_cancel_a_newer_removal(db, mapping):
+    accept(db, mapping, change(ChangeKind.added, ENG, at=T0))
+    deactivated = change(ChangeKind.user_deactivated, None, at=T0 + timedelta(minutes=10))
+    accept(db, mapping, deactivated)
+    # Added to platform at t+5, delivered after the deactivation at t+10.
+    [d] = accept(db, mapping, change(ChangeKind.added, PLATFORM, at=T0 + timedelta(minutes=5)))
+    assert any("its removal is newer" in line for line in d.detail)
+    assert [w for _, w, _ in open_jobs(db)] == ["WS-ENG", "WS-ONCALL"]

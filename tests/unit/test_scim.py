@@ -326,3 +326,15 @@ async def test_unmapped_groups_are_recorded_not_sent(client, cor):
     events = (await history(client, "ann@acme.example"))["events"]
     assert [e["decision"] for e in events] == ["unmapped", "unmapped"]
     assert cor.detaches == []
+
+
+async def test_still_granted_reads_the_scim_memberships_even_after_an_external_id_change(
+    client, cor
+):
+    jane = await create_user(client, "jane", externalId="jane-1")
+    eng = await create_group(client, "Engineering", [jane])
+    await create_group(client, "Platform", [jane], externalId="platform-ext-id")
+    await patch(client, f"Users/{jane}", {"op": "replace", "path": "externalId", "value": "j-2"})
+    await patch(client, f"Groups/{eng}", {"op": "remove", "path": f'members[value eq "{jane}"]'})
+    await settled(client, cor, 1)
+    assert [body["workspaces"] for _, body in cor.detaches] == [["WS-ONCALL"]]

@@ -602,3 +602,17 @@ async def test_jobs_that_failed_together_retry_together(db, fake, make_worker):
     await worker.run_once()
     due = {job(db, i)["next_attempt_at"] for i in ids}
     assert len(due) == 1, "one jitter draw for the call, so one retry call"
+
+
+async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping, fake, make_worker):
+    with db.begin() as conn:
+        [removed] = accept_changes(conn, mapping, [_change(ChangeKind.removed, T0)], now=T0)
+    worker = make_worker()
+    [claimed] = worker._claim()  # claimed, waiting for a free delivery slot
+    with db.begin() as conn:
+        accept_changes(
+            conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0
+        )
+    await worker._deliver([claimed])
+    assert fake.detaches == []
+    assert job(db, removed.jobs[0])["state"] == job_store.CANCELLED

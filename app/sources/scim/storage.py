@@ -159,9 +159,10 @@ class SqlStorage(ScimStorage):
         if kind == GROUPS:
             self._set_members(resource_id, {})
         elif row.active:
-            for group_id in sorted(scim_store.user_group_ids(self.conn, resource_id)):
-                group = self._stored(GROUPS, group_id)
-                self._record(ChangeKind.removed, row, group)
+            left = sorted(scim_store.user_group_ids(self.conn, resource_id))
+            for index, group_id in enumerate(left):
+                remaining = [self._stored(GROUPS, g) for g in left[index + 1 :]]
+                self._record(ChangeKind.removed, row, self._stored(GROUPS, group_id), remaining)
         scim_store.delete_resource(self.conn, kind, resource_id)
 
     # -- membership changes ---------------------------------------------------------------
@@ -194,7 +195,14 @@ class SqlStorage(ScimStorage):
             for group_id in sorted(scim_store.user_group_ids(self.conn, before.id)):
                 self._record(ChangeKind.added, user, self._stored(GROUPS, group_id))
 
-    def _record(self, kind: ChangeKind, user: Row, group: Row | None) -> None:
+    def _record(
+        self, kind: ChangeKind, user: Row, group: Row | None, member_of: list[Row] | None = None
+    ) -> None:
+        if kind is ChangeKind.removed and member_of is None:
+            # Our own table is the truth of who is in what: the still-granted rule reads it
+            # rather than intake's copy, which an externalId change or a rename can leave stale.
+            current = scim_store.user_group_ids(self.conn, user.id)
+            member_of = [self._stored(GROUPS, g) for g in sorted(current)]
         self.changes.append(
             MembershipChange(
                 provider=self.idp,
@@ -203,6 +211,7 @@ class SqlStorage(ScimStorage):
                 change=kind,
                 user=user_ref(user),
                 group=group_ref(group) if group is not None else None,
+                member_of=tuple(group_ref(g) for g in member_of) if member_of is not None else None,
             )
         )
 
