@@ -51,7 +51,6 @@ def serve(
     """Run the HTTP service and the delivery worker in one process."""
     import uvicorn
 
-    from app.graph.config import enforce_graph_config
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
     from app.tables import load_checked_mapping
@@ -66,7 +65,7 @@ def serve(
     ):
         _fail("no COR credentials: set COR_CLIENT_ID and COR_CLIENT_SECRET, or COR_ACCESS_TOKEN")
     try:
-        enforce_graph_config(settings, load_checked_mapping(settings))
+        load_checked_mapping(settings)
     except ConfigError as exc:
         _fail(str(exc))
     app = create_app(settings, sandbox=sandbox)

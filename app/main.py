@@ -18,7 +18,6 @@ from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSou
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
-from app.graph.config import enforce_graph_config
 from app.graph.service import GraphService
 from app.logs import RequestContext
 from app.runtime import Bridge
@@ -55,7 +54,6 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mapping = load_checked_mapping(settings)
-        enforce_graph_config(settings, mapping)
         db = Database(settings.bridge_database_url)
         await asyncio.to_thread(db.migrate)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)

@@ -13,6 +13,7 @@ import structlog
 
 from app.changes import SOURCE_USER_FIELDS
 from app.errors import ConfigError
+from app.graph.config import enforce_graph_config
 from app.mapping import Mapping, load_mapping
 from app.settings import Settings
 
@@ -23,6 +24,8 @@ def load_checked_mapping(settings: Settings) -> Mapping:
     """Load the mapping file and check its templates against the sources that are on."""
     mapping = load_mapping(settings.bridge_mapping_file, default_source=settings.cor_source)
     mapping.check_templates(template_fields(settings))
+    # At start and on every reload: rules Graph could never serve are refused the same way.
+    enforce_graph_config(settings, mapping)
     return mapping
 
 
