@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+
+def _plausible(value: datetime) -> datetime:
+    # Year 1 at +14:00 is a valid ISO time that no database can hold in UTC: refuse it here,
+    # with the field's name, instead of failing at the write.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time out of range") from exc
+    if not 1970 <= utc.year <= 9000:
+        raise ValueError("time out of range (years 1970 to 9000)")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
+"""An aware time a database can store: what every source and filter accepts."""
 
 Provider = Literal["okta", "entra"]
 PROVIDERS: tuple[str, ...] = ("okta", "entra")
@@ -60,7 +76,7 @@ class MembershipChange(BaseModel):
 
     provider: Provider
     event_id: str = Field(min_length=1, max_length=200)
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     change: ChangeKind
     user: UserRef
     group: GroupRef | None = None

@@ -10,6 +10,7 @@ from datetime import timedelta
 import httpx
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
@@ -108,6 +109,12 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
         from app.sandbox import create_sandbox
 
         app.mount("/sandbox/cor", create_sandbox())
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the problem; never echo the input back (it may not even encode).
+        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:

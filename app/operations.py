@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
-from app.changes import Provider
+from app.changes import EventTime, Provider
 from app.errors import InputError
 from app.store import events as event_store
 from app.store import jobs as job_store
@@ -41,8 +41,8 @@ class JobFilter(BaseModel):
     cor_user_id: str | None = None
     workspace: str | None = None
     provider: Provider | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: EventTime | None = None
+    until: EventTime | None = None
 
     @model_validator(mode="after")
     def _known_states(self) -> JobFilter:

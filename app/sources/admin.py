@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app import operations
-from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
+from app.changes import ChangeKind, EventTime, GroupRef, MembershipChange, Provider, UserRef
 from app.operations import JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches, refuse_auth
@@ -42,7 +42,7 @@ class ChangeRequest(BaseModel):
     cor_user_id: str | None = Field(default=None, min_length=1)
     workspaces: list[str] | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
-    occurred_at: AwareDatetime | None = None
+    occurred_at: EventTime | None = None
 
     @model_validator(mode="after")
     def _who(self) -> ChangeRequest:

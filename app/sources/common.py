@@ -41,11 +41,18 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InputError("request body is not UTF-8 text") from exc
     try:
-        return json.loads(text)
+        value = json.loads(text)
+        # JSON may escape lone surrogates ("\ud800") that no UTF-8 text can hold later on.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError as exc:
+        raise InputError("request body is JSON nested too deeply") from exc
+    except UnicodeEncodeError as exc:
+        raise InputError("request body has a string that is not valid Unicode") from exc
     except json.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    return value
 
 
 def secret_matches(presented: str | None, expected: SecretStr) -> bool:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
+from app.changes import ChangeKind, EventTime, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import InputError
 from app.runtime import BridgeDep
 from app.sources.common import parse_json, read_body, refuse_auth, secret_matches
@@ -45,7 +45,7 @@ class OktaEvent(_Lenient):
     """One System Log event inside a hook delivery."""
 
     uuid: str = Field(min_length=1, max_length=200)
-    published: AwareDatetime
+    published: EventTime
     eventType: str  # noqa: N815
     outcome: OktaOutcome | None = None
     target: list[OktaTarget] | None = None

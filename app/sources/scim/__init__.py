@@ -69,6 +69,8 @@ async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
         reply, _ = await bridge.transact(lambda conn: _handle(conn, bridge, scim_request))
     except SCIMException as exc:
         reply = service.error_response(exc)
+    except RecursionError:
+        return _error(HTTPStatus.BAD_REQUEST, "request body is JSON nested too deeply")
     except Exception as exc:  # a bug: answer in SCIM's error schema, never with a traceback
         log.exception("scim_request_failed", method=request.method, path=path)
         reply = service.error_response(exc)
