@@ -15,16 +15,22 @@ from app import operations
 from app.changes import ChangeKind, EventTime, GroupRef, MembershipChange, Provider, UserRef
 from app.operations import JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
-from app.sources.common import bearer_matches, refuse_auth
+from app.sources.common import bearer_matches, parse_json, refuse_auth
 
 
-def require_admin(request: Request, bridge: BridgeDep) -> None:
+async def require_admin(request: Request, bridge: BridgeDep) -> None:
     """404 when the admin API is off; 401 without the right bearer token."""
     token = bridge.settings.bridge_admin_token
     if token is None:
         raise HTTPException(404, "admin API is not enabled (BRIDGE_ADMIN_TOKEN is unset)")
     if not bearer_matches(request.headers.get("authorization"), token):
         raise refuse_auth(request, bridge.auth_failures, "missing or wrong bearer token")
+    if request.method == "POST":
+        # FastAPI's own JSON decoding lets through what no database text can hold (lone
+        # surrogates) and recurses without bound: run the sources' checks first.
+        body = await request.body()
+        if body.strip():
+            parse_json(body)
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

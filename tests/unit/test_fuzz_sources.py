@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-import anyio
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -97,6 +97,9 @@ groups:
 FUZZ = settings(
     max_examples=int(os.environ.get("COR_BRIDGE_FUZZ_EXAMPLES", "100")),
     deadline=None,
+    # In CI the same examples every run, so a landing is never blocked by a new draw; run it
+    # locally (or with a larger COR_BRIDGE_FUZZ_EXAMPLES) to hunt for new ones.
+    derandomize=bool(os.environ.get("CI")),
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,  # one app for all examples, on purpose
         HealthCheck.too_slow,
@@ -133,6 +136,7 @@ class Running:
     db: Database
     ids: dict[str, str]
     memo: dict[str, Any] = field(default_factory=dict)
+    graph_took: bool = False
 
     def send(self, request: Sent) -> httpx.Response:
         return self.portal.call(self._send, request)
@@ -150,15 +154,14 @@ class Running:
         )
 
     def settle(self) -> None:
-        """Wait until the Graph resolver has nothing pending: it writes events and jobs."""
-        self.portal.call(self._settle)
-
-    async def _settle(self) -> None:
+        """After Graph took a delivery, wait until its resolver is done: the resolver writes
+        events and jobs in the background. Nothing else writes what `snapshot` reads."""
         for _ in range(500):
+            if not self.graph_took:
+                return
             with self.db.begin() as conn:
-                if graph_store.inbox_stats(conn)["pending"] == 0:
-                    return
-            await anyio.sleep(0.01)
+                self.graph_took = graph_store.inbox_stats(conn)["pending"] > 0
+            time.sleep(0.01 if self.graph_took else 0)
         raise AssertionError("the Graph inbox never drained")
 
     def checked(self, request: Sent) -> httpx.Response:
@@ -166,6 +169,7 @@ class Running:
         self.settle()
         before = snapshot(self.db)
         reply = self.send(request)
+        self.graph_took |= request.url.startswith("/hooks/graph") and reply.status_code < 300
         if currently_in_test_context():
             event(f"{request.method} {reply.status_code}")
         assert reply.status_code < 500, f"{reply.status_code} {reply.text[:500]}"
@@ -690,7 +694,7 @@ def test_admin_api_survives_bad_input(app: Running, data: st.DataObject) -> None
     app.checked(Sent("POST", path, body, headers))
 
 
-NASTY = ["\x00", "\ud800", "", "\u202e" * 500]  # NUL, a lone surrogate, empty, long RTL
+NASTY = ["\x00", "\ud800", "\u202e" * 500]  # NUL, a lone surrogate, a long RTL override
 
 
 def _with(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -705,7 +709,7 @@ def _with(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 def test_odd_strings_in_each_field_are_taken_or_refused_never_5xx(app: Running) -> None:
     """Every string a source reads, set to each of NASTY in turn (the fuzzers sample them)."""
     as_json = {"Content-Type": "application/json"}
-    okta = load_fixture("okta/event-hook-batch.json")
+    okta = load_fixture("okta/event-hook-membership-remove.json")
     cases: list[tuple[str, Mapping[str, str], Any, frozenset[str]]] = [
         ("/hooks/okta", {**OKTA, **as_json}, okta, OKTA_HOT),
         ("/hooks/graph", as_json, graph_bases()[0], GRAPH_HOT),
@@ -728,7 +732,7 @@ def test_odd_strings_in_each_field_are_taken_or_refused_never_5xx(app: Running) 
                     app.checked(request)
                 except Exception as exc:
                     failures.append(f"{target} {place} = {value[:8]!r}: {exc!r}"[:300])
-    assert sent > 100
+    assert sent > 150, sent
     assert not failures, "\n".join(failures)
 
 
