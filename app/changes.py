@@ -24,6 +24,21 @@ def _plausible(value: datetime) -> datetime:
 EventTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
 """An aware time a database can store: what every source and filter accepts."""
 
+# PostgreSQL cannot index a value over ~2.7 kB (one index row, all its columns together), and
+# identifiers and names become indexed columns: two of them share the memberships key. Far
+# longer than any IdP sends, and longer than the store's Str(300) says (nothing enforces it).
+MAX_ID_BYTES = 1024
+
+
+def _indexable(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+Ident = Annotated[str, Field(min_length=1), AfterValidator(_indexable)]
+Name = Annotated[str, AfterValidator(_indexable)]
+
 Provider = Literal["okta", "entra"]
 PROVIDERS: tuple[str, ...] = ("okta", "entra")
 
@@ -49,11 +64,11 @@ class UserRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    id: str = Field(min_length=1)
-    login: str | None = None
-    email: str | None = None
-    externalId: str | None = None  # noqa: N815 - the SCIM attribute name
-    userName: str | None = None  # noqa: N815 - the SCIM attribute name
+    id: Ident
+    login: Name | None = None
+    email: Name | None = None
+    externalId: Name | None = None  # noqa: N815 - the SCIM attribute name
+    userName: Name | None = None  # noqa: N815 - the SCIM attribute name
 
     def fields(self) -> dict[str, str]:
         """The fields this change carries, for the user_id template."""
@@ -65,8 +80,8 @@ class GroupRef(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(min_length=1)
-    name: str | None = None
+    id: Ident
+    name: Name | None = None
 
 
 class MembershipChange(BaseModel):
@@ -81,8 +96,8 @@ class MembershipChange(BaseModel):
     user: UserRef
     group: GroupRef | None = None
     # Operator requests only: detach exactly these workspaces, skipping the mapping.
-    workspaces: tuple[str, ...] | None = None
-    cor_user_id: str | None = None
+    workspaces: tuple[Name, ...] | None = None
+    cor_user_id: Name | None = None
     # The user's current groups as the IdP itself reports them (Graph's transitiveMemberOf),
     # when the source asked; the still-granted rule then trusts it over what the bridge saw.
     member_of: tuple[GroupRef, ...] | None = None

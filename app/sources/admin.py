@@ -12,7 +12,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app import operations
-from app.changes import ChangeKind, EventTime, GroupRef, MembershipChange, Provider, UserRef
+from app.changes import (
+    ChangeKind,
+    EventTime,
+    GroupRef,
+    Ident,
+    MembershipChange,
+    Name,
+    Provider,
+    UserRef,
+)
 from app.operations import JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches, parse_json, refuse_auth
@@ -27,10 +36,11 @@ async def require_admin(request: Request, bridge: BridgeDep) -> None:
         raise refuse_auth(request, bridge.auth_failures, "missing or wrong bearer token")
     if request.method == "POST":
         # FastAPI's own JSON decoding lets through what no database text can hold (lone
-        # surrogates) and recurses without bound: run the sources' checks first.
+        # surrogates) and recurses without bound: run the sources' checks first. An operator
+        # can fix a typed body, so a lone surrogate is refused here rather than mended.
         body = await request.body()
         if body.strip():
-            parse_json(body)
+            parse_json(body, mend=False)
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -45,8 +55,8 @@ class ChangeRequest(BaseModel):
     change: ChangeKind = ChangeKind.removed
     user: UserRef | None = None
     group: GroupRef | None = None
-    cor_user_id: str | None = Field(default=None, min_length=1)
-    workspaces: list[str] | None = None
+    cor_user_id: Ident | None = None
+    workspaces: list[Name] | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
     occurred_at: EventTime | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 import structlog
@@ -32,8 +33,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes) -> Any:
-    """The body as JSON, or a 400 that says where it is broken."""
+def parse_json(body: bytes, *, mend: bool = True) -> Any:
+    """The body as JSON, or a 400 that says where it is broken. Lone surrogates become U+FFFD
+    (`mend`), or are refused."""
     if not body.strip():
         raise InputError("request body is empty; expected JSON")
     try:
@@ -42,8 +44,10 @@ def parse_json(body: bytes) -> Any:
         raise InputError("request body is not UTF-8 text") from exc
     try:
         value = json.loads(text)
-        # JSON may escape lone surrogates ("\ud800") that no UTF-8 text can hold later on.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        if _LONE_SURROGATE.search(text):
+            if not mend:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            value = _mend(value)
     except RecursionError as exc:
         raise InputError("request body is JSON nested too deeply") from exc
     except UnicodeEncodeError as exc:
@@ -52,6 +56,22 @@ def parse_json(body: bytes) -> Any:
         raise InputError(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    return value
+
+
+# JSON may escape surrogates ("\ud800"); a lone one is no character and no UTF-8 text can
+# hold it later on. Refusing the body would lose an Okta batch (Okta does not retry a 4xx),
+# so a lone surrogate becomes U+FFFD, as a UTF-8 decoder does with a broken sequence.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+
+
+def _mend(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_mend(item) for item in value]
+    if isinstance(value, dict):
+        return {_mend(key): _mend(item) for key, item in value.items()}
     return value
 
 

@@ -76,8 +76,8 @@ def _parse_event(raw: dict[str, Any], now: datetime) -> MembershipChange | Ignor
     """One event; a malformed one is recorded, not allowed to sink the rest of the batch
     (Okta does not retry a 4xx, so refusing the delivery would lose its good events)."""
     try:
-        event = OktaEvent.model_validate(raw)
-    except ValidationError as exc:
+        return _to_change(OktaEvent.model_validate(raw))
+    except ValidationError as exc:  # its shape, or an identifier too long to store
         uuid = raw.get("uuid")
         if not isinstance(uuid, str) or not 0 < len(uuid) <= 200:
             digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
@@ -90,7 +90,6 @@ def _parse_event(raw: dict[str, Any], now: datetime) -> MembershipChange | Ignor
             kind=kind if isinstance(kind, str) and len(kind) <= 64 else "malformed",
             reason=f"malformed event: {describe_errors(exc)}",
         )
-    return _to_change(event)
 
 
 def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:

@@ -694,7 +694,8 @@ def test_admin_api_survives_bad_input(app: Running, data: st.DataObject) -> None
     app.checked(Sent("POST", path, body, headers))
 
 
-NASTY = ["\x00", "\ud800", "\u202e" * 500]  # NUL, a lone surrogate, a long RTL override
+# NUL, a lone surrogate, a long RTL override, an identifier PostgreSQL could not index.
+NASTY = ["\x00", "\ud800", "\u202e" * 500, "\u00e9" * 1500]
 
 
 def _with(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -734,6 +735,25 @@ def test_odd_strings_in_each_field_are_taken_or_refused_never_5xx(app: Running) 
                     failures.append(f"{target} {place} = {value[:8]!r}: {exc!r}"[:300])
     assert sent > 150, sent
     assert not failures, "\n".join(failures)
+
+
+def test_an_odd_event_does_not_sink_the_rest_of_an_okta_batch(app: Running) -> None:
+    """Okta does not retry a 4xx: a lone surrogate or an over-long id in one event must not
+    cost the batch its other events."""
+    doc = load_fixture("okta/event-hook-membership-remove.json")
+    good = doc["data"]["events"][0]
+    odd_name, long_id = copy.deepcopy(good), copy.deepcopy(good)
+    odd_name["uuid"], odd_name["target"][0]["displayName"] = "odd-name", "Jane \ud800 Doe"
+    long_id["uuid"], long_id["target"][0]["id"] = "long-id", "u" * 3000
+    doc["data"]["events"] = [odd_name, long_id, good]
+    reply = app.checked(Sent("POST", "/hooks/okta", json.dumps(doc).encode(), OKTA))
+    assert reply.status_code == 200, reply.text
+    with app.db.begin() as conn:
+        rows = conn.execute(select(events.c.source_event_id, events.c.decision))
+        decided = {event_id: decision for event_id, decision in rows}
+    assert decided["odd-name"] == "queued", decided
+    assert decided[good["uuid"]] == "queued", decided
+    assert decided["long-id"] == "ignored", decided
 
 
 def _at(doc: Any, path: tuple[Any, ...]) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from scim2_models import (
+    InvalidValueException,
     Meta,
     NotFoundException,
     PreconditionFailedException,
@@ -27,7 +28,7 @@ from scim2_models.path.expressions import CompareOperator, Comparison
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import Connection
 
-from app.changes import ChangeKind, GroupRef, MembershipChange, Provider, UserRef
+from app.changes import MAX_ID_BYTES, ChangeKind, GroupRef, MembershipChange, Provider, UserRef
 from app.store import scim as scim_store
 from app.store.scim import GROUPS, USERS, ConflictError, Row
 
@@ -111,7 +112,7 @@ class SqlStorage(ScimStorage):
         kind = _kind(resource_type)
         resource_id = uuid.uuid4().hex
         try:
-            scim_store.insert_resource(self.conn, kind, resource_id, _document(resource), self.now)
+            scim_store.insert_resource(self.conn, kind, resource_id, _bounded(resource), self.now)
         except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if kind == GROUPS:
@@ -134,7 +135,7 @@ class SqlStorage(ScimStorage):
                 self.conn,
                 kind,
                 resource.id,
-                _document(resource),
+                _bounded(resource),
                 self.now,
                 _version(expected_version),
             )
@@ -287,6 +288,18 @@ def group_ref(row: Row) -> GroupRef:
 def _document(resource: Resource[Any]) -> dict[str, Any]:
     """What we store of a resource: everything but id, meta and members."""
     return resource.model_dump(mode="json", exclude={"id", "meta", "members"}, by_alias=True)
+
+
+def _bounded(resource: Resource[Any]) -> dict[str, Any]:
+    """The document, once what becomes an identifier or an indexed column fits MAX_ID_BYTES."""
+    document = _document(resource)
+    values = [document.get(key) for key in ("userName", "externalId", "displayName")]
+    values += [e.get("value") for e in document.get("emails") or [] if isinstance(e, dict)]
+    if any(isinstance(v, str) and len(v.encode()) > MAX_ID_BYTES for v in values):
+        raise InvalidValueException(
+            detail=f"userName, externalId, displayName and emails are at most {MAX_ID_BYTES} bytes"
+        )
+    return document
 
 
 def _members(resource: Resource[Any]) -> dict[str, str | None]:
