@@ -41,8 +41,7 @@ async def test_the_right_secret_passes_even_from_a_limited_address(tmp_path: Pat
     ) as client:
         wrong = {"Authorization": "nope"}
         statuses = [
-            (await client.post("/hooks/okta", json={}, headers=wrong)).status_code
-            for _ in range(3)
+            (await client.post("/hooks/okta", json={}, headers=wrong)).status_code for _ in range(3)
         ]
         assert statuses == [401, 401, 429]
         limited = await client.get("/admin/jobs", headers={"Authorization": "Bearer nope"})
