@@ -11,6 +11,7 @@ COR's own surface (DESIGN.md section 6):
 Knobs for tests and demos:
     GET|DELETE /calls          what the COR routes were asked and answered (?path_contains=)
     GET /users/{user_id}       one user (?source=, default OKTA); POST /users creates or replaces
+                               one user, or a list of them (all or nothing)
     POST|DELETE /faults        queue or clear misbehaviour: a status, a Retry-After, a delay
     POST /tokens/revoke        every issued token stops working (to test the token refresh)
     POST /reset                seed users back; calls, faults and tokens gone
@@ -129,11 +130,9 @@ class SandboxState:
 
     def put_user(self, user: SeedUser) -> str | None:
         """Create or replace a user (keeping its numeric id); return a problem, if any."""
-        if user.source not in COR_SOURCES:
-            return f"source must be one of {', '.join(COR_SOURCES)}"
-        unknown = [w for w in user.workspaces if w not in WORKSPACES]
-        if unknown:
-            return f"unknown workspace: {', '.join(unknown)}"
+        problem = user_problem(user)
+        if problem:
+            return problem
         key = (user.id, user.source)
         self.ids.setdefault(key, _FIRST_USER_ID + len(self.ids))
         stored = user.model_copy(deep=True)
@@ -185,6 +184,16 @@ class SandboxState:
                     self.faults.remove(fault)
                 return fault
         return None
+
+
+def user_problem(user: SeedUser) -> str | None:
+    """Why COR would refuse this user, if it would."""
+    if user.source not in COR_SOURCES:
+        return f"source must be one of {', '.join(COR_SOURCES)}"
+    unknown = [w for w in user.workspaces if w not in WORKSPACES]
+    if unknown:
+        return f"unknown workspace: {', '.join(unknown)}"
+    return None
 
 
 def _render_workspace(external_id: str, source: str, user_id: int) -> dict[str, Any]:
@@ -377,12 +386,19 @@ def create_sandbox(users: list[SeedUser] | None = None) -> FastAPI:
         return JSONResponse(state.render_user((user_id, source)))
 
     @app.post("/users", status_code=201)
-    async def put_user(user: SeedUser) -> Response:
-        problem = state.put_user(user)
-        if problem:
-            code = "ZC003" if problem.startswith("unknown workspace") else "ZC002"
-            return _cor_error(400, code, problem)
-        return JSONResponse(state.render_user((user.id, user.source)), status_code=201)
+    async def put_user(body: SeedUser | list[SeedUser]) -> Response:
+        users = body if isinstance(body, list) else [body]
+        for user in users:  # all or nothing: check every one before storing any
+            problem = user_problem(user)
+            if problem:
+                code = "ZC003" if problem.startswith("unknown workspace") else "ZC002"
+                where = f"{user.id}: " if isinstance(body, list) else ""
+                return _cor_error(400, code, where + problem)
+        for user in users:
+            state.put_user(user)
+        if isinstance(body, list):
+            return JSONResponse({"stored": len(users)}, status_code=201)
+        return JSONResponse(state.render_user((body.id, body.source)), status_code=201)
 
     @app.post("/faults", status_code=201)
     async def add_fault(fault: FaultSpec) -> dict[str, int]:

@@ -349,6 +349,21 @@ async def test_users_can_be_created_and_replaced(cor: httpx.AsyncClient) -> None
     assert (await cor.get("/users/zoe")).status_code == 404
 
 
+async def test_users_can_be_created_in_bulk_all_or_nothing(cor: httpx.AsyncClient) -> None:
+    users = [
+        SeedUser(id=f"u{i}", source="OKTA", name=f"U{i}", email=f"u{i}@acme.example",
+                 workspaces=["WS-OPS"]).model_dump()
+        for i in range(3)
+    ]  # fmt: skip
+    bad = await cor.post("/users", json=[*users, {**users[0], "id": "x", "source": "NOPE"}])
+    assert (bad.status_code, bad.json()["code"]) == (400, "ZC002")
+    assert bad.json()["message"].startswith("x: source must be one of")
+    assert (await cor.get("/users/u0")).status_code == 404  # nothing stored
+    stored = await cor.post("/users", json=users)
+    assert (stored.status_code, stored.json()) == (201, {"stored": 3})
+    assert names(await cor.get("/users/u2")) == ["WS-OPS"]
+
+
 async def test_reset_restores_the_seed(cor: httpx.AsyncClient) -> None:
     token = await fetch_token(cor)
     await detach(cor, JANE, "WS-ENG", "WS-ONCALL", "WS-FIN", token=token)
