@@ -86,3 +86,17 @@ def db(database_url: str) -> Iterator[Database]:
     database.migrate()
     yield database
     database.dispose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault tests' figures, at the end of every run that ran them."""
+    from tests.integration.test_faults import FIGURES
+
+    if not FIGURES:
+        return
+    terminalreporter.section("fault tests: removals through crashes, 503s and timeouts")
+    columns = list(FIGURES[0])
+    widths = [max(len(c), *(len(str(row[c])) for row in FIGURES)) for c in columns]
+    terminalreporter.write_line("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in FIGURES:
+        terminalreporter.write_line("  ".join(str(row[c]).rjust(w) for c, w in zip(columns, widths)))
