@@ -95,8 +95,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FIGURES:
         return
     terminalreporter.section("fault tests: removals through crashes, 503s and timeouts")
-    columns = list(FIGURES[0])
-    widths = [max(len(c), *(len(str(row[c])) for row in FIGURES)) for c in columns]
-    terminalreporter.write_line("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-    for row in FIGURES:
-        terminalreporter.write_line("  ".join(str(row[c]).rjust(w) for c, w in zip(columns, widths)))
+    rows = [list(FIGURES[0]), *([str(v) for v in row.values()] for row in FIGURES)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        terminalreporter.write_line("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))

@@ -104,7 +104,8 @@ def okta_plan() -> Plan:
         if kind == "still-granted":  # in ENG and ALL; leaves ALL: keeps WS-ENG
             adds.append(okta_event("group.user_membership.add", user=user, group_id=ENG, at=at))
             adds.append(okta_event("group.user_membership.add", user=user, group_id=ALL, at=at))
-            removals.append(okta_event(REMOVE, user=user, group_id=ALL, at=at + timedelta(seconds=1)))
+            later = at + timedelta(seconds=1)
+            removals.append(okta_event(REMOVE, user=user, group_id=ALL, at=later))
             plan.expected.add((login, "WS-ONCALL"))
             plan.forbidden |= {(login, "WS-ENG"), (login, "WS-OPS")}
         elif kind == "superseded":  # re-added after the removal happened
@@ -270,8 +271,8 @@ def claims(database_url: str, worker: str) -> int:
     db = Database(database_url)
     try:
         with db.begin() as conn:
-            held = select(func.count()).where(jobs.c.state == "running", jobs.c.claimed_by == worker)
-            return int(conn.execute(held).scalar_one())
+            held = jobs.c.state == "running", jobs.c.claimed_by == worker
+            return int(conn.execute(select(func.count()).where(*held)).scalar_one())
     finally:
         db.dispose()
 
