@@ -57,6 +57,7 @@ class ChangeKind(StrEnum):
     removed = "removed"
     added = "added"
     user_deactivated = "user_deactivated"
+    user_reactivated = "user_reactivated"
 
 
 class UserRef(BaseModel):
@@ -107,7 +108,7 @@ class MembershipChange(BaseModel):
         if self.workspaces is not None:
             if not self.workspaces or not all(w.strip() for w in self.workspaces):
                 raise ValueError("workspaces must list at least one non-empty workspace id")
-        elif self.change is not ChangeKind.user_deactivated and self.group is None:
+        elif self.change in (ChangeKind.added, ChangeKind.removed) and self.group is None:
             raise ValueError(f"a '{self.change.value}' change needs a group")
         return self
 

@@ -84,6 +84,8 @@ def _accept_one(
         decision = _grant(conn, mapping, item, cor_user_id, now)
     elif item.change is ChangeKind.removed:
         decision = _revoke(conn, mapping, item, row_id, cor_user_id, now, delay)
+    elif item.change is ChangeKind.user_reactivated:
+        decision = _reactivate(conn, mapping, item, cor_user_id, now)
     else:
         decision = _deactivate(conn, mapping, item, row_id, cor_user_id, now, delay)
     event_store.set_decision(conn, row_id, decision.decision, decision.detail, cor_user_id)
@@ -262,6 +264,30 @@ def _deactivate(
         return Decision(change.event_id, "unmapped", detail)
     decision = _queue(conn, mapping, change, row_id, cor_user_id, workspaces, now, delay)
     decision.detail[:0] = detail
+    return decision
+
+
+def _reactivate(
+    conn: Connection, mapping: Mapping, change: MembershipChange, cor_user_id: str, now: datetime
+) -> Decision:
+    """Okta keeps a deactivated user's groups, so reactivation gives back the memberships the
+    latest deactivation closed (not groups left since): each as an add, which also cancels
+    a detach of theirs still waiting. COR access is not restored; that is not ours to do."""
+    deactivated = event_store.last_time_of(
+        conn, change.provider, change.user.id, ChangeKind.user_deactivated.value, change.occurred_at
+    )
+    closed = []
+    if deactivated is not None:
+        closed = membership_store.list_left_at(conn, change.provider, change.user.id, deactivated)
+    if not closed:
+        detail = "reactivated; the bridge knows of no group a deactivation took: nothing to rejoin"
+        return Decision(change.event_id, "no_known_groups", [detail])
+    decision = Decision(change.event_id, "granted")
+    for m in closed:
+        rejoin = change.model_copy(update={"change": ChangeKind.added, "group": _group_ref(m)})
+        granted = _grant(conn, mapping, rejoin, cor_user_id, now)
+        decision.detail.append(f"rejoined {_membership_text(change.provider, m)}")
+        decision.detail += granted.detail
     return decision
 
 

@@ -19,6 +19,9 @@ KINDS = {
     "group.user_membership.remove": ChangeKind.removed,
     "group.user_membership.add": ChangeKind.added,
     "user.lifecycle.deactivate": ChangeKind.user_deactivated,
+    # Okta keeps a deactivated user's groups; these give them back (DESIGN.md section 6).
+    "user.lifecycle.activate": ChangeKind.user_reactivated,
+    "user.lifecycle.reactivate": ChangeKind.user_reactivated,
 }
 
 
@@ -115,7 +118,7 @@ def _to_change(event: OktaEvent) -> MembershipChange | IgnoredEvent:
     # Okta does not promise target order: targets are picked by type.
     if user is None:
         return ignored("no target of type User")
-    if kind is not ChangeKind.user_deactivated and group is None:
+    if kind in (ChangeKind.added, ChangeKind.removed) and group is None:
         return ignored("no target of type UserGroup")
     return MembershipChange(
         provider="okta",

@@ -77,6 +77,21 @@ def event_time(conn: Connection, event_id: int) -> datetime | None:
     return found if isinstance(found, datetime) else None
 
 
+def last_time_of(
+    conn: Connection, provider: str, user_id: str, kind: str, until: datetime
+) -> datetime | None:
+    """When the latest event of `kind` about this IdP user happened, up to `until`."""
+    found = conn.execute(
+        select(func.max(events.c.occurred_at)).where(
+            events.c.provider == provider,
+            events.c.user_id == user_id,
+            events.c.kind == kind,
+            events.c.occurred_at <= until,
+        )
+    ).scalar()
+    return found if isinstance(found, datetime) else None
+
+
 def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict[str, Any]]:
     """The latest `limit` events about a user (by IdP id, login or COR id), oldest first."""
     rows = conn.execute(

@@ -87,3 +87,18 @@ def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Memb
         .order_by(memberships.c.group_id)
     )
     return [_from_row(r) for r in rows]
+
+
+def list_left_at(conn: Connection, provider: str, user_id: str, at: datetime) -> list[Membership]:
+    """The groups the user left at exactly `at` and has not rejoined or left again since."""
+    rows = conn.execute(
+        select(memberships)
+        .where(
+            memberships.c.provider == provider,
+            memberships.c.user_id == user_id,
+            memberships.c.member.is_(False),
+            memberships.c.changed_at == at,
+        )
+        .order_by(memberships.c.group_id)
+    )
+    return [_from_row(r) for r in rows]

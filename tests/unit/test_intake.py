@@ -161,6 +161,39 @@ def test_deactivation_of_a_user_in_no_known_group_says_so(db, mapping):
     assert open_jobs(db) == []
 
 
+def test_reactivation_gives_back_the_groups_the_deactivation_took(db, mapping):
+    """Okta keeps a deactivated user's groups: after deactivate and reactivate, leaving
+    eng-oncall must not take WS-ENG, which platform still grants."""
+    accept(db, mapping, change(ChangeKind.added, ENG), change(ChangeKind.added, PLATFORM))
+    accept(db, mapping, change(ChangeKind.removed, FIN, at=T0 + timedelta(minutes=1)))
+    accept(db, mapping, change(ChangeKind.user_deactivated, None, at=T0 + timedelta(minutes=2)))
+    assert [w for _, w, _ in open_jobs(db)] == ["WS-ENG", "WS-FIN", "WS-ONCALL"]
+
+    [d] = accept(db, mapping, change(ChangeKind.user_reactivated, None, at=T0 + timedelta(3)))
+    assert d.decision == "granted"
+    assert d.detail[0] == "rejoined okta group 00g8mo0l5wuTxmoIC0h7 (eng-oncall)"
+    assert sum(line.startswith("cancelled job") for line in d.detail) == 2  # ENG and ONCALL
+    assert [w for _, w, _ in open_jobs(db)] == ["WS-FIN"]  # left before: not given back
+
+    [d] = accept(db, mapping, change(ChangeKind.removed, ENG, at=T0 + timedelta(4)))
+    assert any("WS-ENG" in line and "platform" in line for line in d.detail), d.detail
+    assert [w for _, w, _ in open_jobs(db)] == ["WS-FIN", "WS-ONCALL"]
+
+
+def test_reactivation_without_a_known_deactivation_rejoins_nothing(db, mapping):
+    accept(db, mapping, change(ChangeKind.added, ENG))
+    accept(db, mapping, change(ChangeKind.removed, ENG, at=T0 + timedelta(minutes=1)))
+    [d] = accept(db, mapping, change(ChangeKind.user_reactivated, None, at=T0 + timedelta(2)))
+    assert d.decision == "no_known_groups"
+    # A deactivation that happened after the reactivation (delivered late) is not undone.
+    late = T0 + timedelta(days=5)
+    accept(db, mapping, change(ChangeKind.added, FIN, at=T0 + timedelta(days=4)))
+    accept(db, mapping, change(ChangeKind.user_deactivated, None, at=late))
+    [d] = accept(db, mapping, change(ChangeKind.user_reactivated, None, at=T0 + timedelta(3)))
+    assert d.decision == "no_known_groups"
+    assert [w for _, w, _ in open_jobs(db)] == ["WS-ENG", "WS-FIN", "WS-ONCALL"]
+
+
 def test_a_second_removal_joins_the_pending_job(db, mapping):
     accept(db, mapping, change(ChangeKind.removed, PLATFORM))
     [d] = accept(db, mapping, change(ChangeKind.removed, ENG, at=T0 + timedelta(seconds=1)))

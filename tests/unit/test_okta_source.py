@@ -43,6 +43,13 @@ def test_the_recorded_batch_picks_targets_by_type_and_ignores_the_rest():
     assert isinstance(deactivated, MembershipChange) and deactivated.group is None
 
 
+@pytest.mark.parametrize("event_type", ["user.lifecycle.activate", "user.lifecycle.reactivate"])
+def test_activation_is_a_reactivation_with_no_group(event_type: str):
+    [change] = parse(okta_delivery(okta_event(event_type, group_id=None)))
+    assert isinstance(change, MembershipChange)
+    assert change.change is ChangeKind.user_reactivated and change.group is None
+
+
 def test_a_login_that_is_not_an_address_is_no_email():
     event = okta_event("group.user_membership.remove")
     event["target"][0]["alternateId"] = "jdoe"
