@@ -108,9 +108,27 @@ class Worker:
         jobs = await anyio.to_thread.run_sync(self._claim)
         if jobs:
             async with anyio.create_task_group() as tg:
-                for group in coalesce(jobs):
-                    tg.start_soon(self._deliver, group)
+                # A batch can outlast its lease while COR is slow (200 jobs, 8 at a time, 10 s
+                # timeouts): keep the claim alive, or another replica sends them all again.
+                tg.start_soon(self._keep_claims, [j.id for j in jobs])
+                async with anyio.create_task_group() as deliveries:
+                    for group in coalesce(jobs):
+                        deliveries.start_soon(self._deliver, group)
+                tg.cancel_scope.cancel()
         return len(jobs)
+
+    async def _keep_claims(self, ids: list[int]) -> None:
+        every = self._lease.total_seconds() / 3
+        while True:
+            await anyio.sleep(every)
+            try:
+                await anyio.to_thread.run_sync(self._extend, ids)
+            except Exception:  # the lease lapses and another worker takes over: no loss
+                log.exception("worker_lease_not_extended")
+
+    def _extend(self, ids: list[int]) -> None:
+        with self.db.begin() as conn:
+            job_store.extend_claims(conn, ids, self.worker_id, self._clock() + self._lease)
 
     def _release(self) -> int:
         with self.db.begin() as conn:

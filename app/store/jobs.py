@@ -149,6 +149,18 @@ def claim_due_jobs(
     return [_job(r) for r in rows]
 
 
+def extend_claims(
+    conn: Connection, ids: Sequence[int], worker_id: str, lease_until: datetime
+) -> int:
+    """Push back the lease of the jobs among `ids` this worker still holds; how many."""
+    done = conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
+        .values(lease_until=lease_until)
+    )
+    return int(done.rowcount)
+
+
 def request_cancel(conn: Connection, job_id: int, now: datetime, reason: str) -> bool:
     """Ask a job being delivered not to be retried; False when it is not running."""
     done = conn.execute(

@@ -363,6 +363,21 @@ async def test_a_claim_holds_a_lease_while_the_call_is_in_flight(db, fake, make_
     assert during["lease_until"] == T0 + timedelta(seconds=90)
 
 
+async def test_a_slow_batch_keeps_its_claim_past_the_lease(db, fake, make_worker, clock):
+    """COR slower than the lease: the worker extends it, so no other replica re-sends."""
+    [i] = enqueue(db, "jane", "WS-ENG")
+    fake.delay = 0.5
+    worker = make_worker(lease=timedelta(seconds=0.15))  # extended every 0.05 s
+    delivery = asyncio.create_task(worker.run_once())
+    await asyncio.sleep(0.3)  # well past the first lease, the call still in flight
+    clock.advance(seconds=0.3)
+    await asyncio.sleep(0.1)  # an extension from the moved clock
+    assert claim_as_another_worker(db, now=clock(), lease=timedelta(minutes=1)) == []
+    assert await delivery == 1
+    assert job(db, i)["state"] == job_store.DONE
+    assert len(fake.detaches) == 1
+
+
 async def run_until(worker: Worker, done: Any, timeout: float = 2.0) -> asyncio.Task[None]:
     """Start `worker.run()` and wait until `done()` holds; the task is still running."""
     task = asyncio.create_task(worker.run())
@@ -448,7 +463,7 @@ async def test_concurrency_bounds_calls_in_flight(db, fake, make_worker, concurr
     users = [f"user-{n}" for n in range(6)]
     for user in users:
         enqueue(db, user, "WS-ENG")
-    fake.delay = 0.02
+    fake.delay = 0.3  # longer than a busy machine takes to start the six calls
     assert await make_worker(concurrency=concurrency).run_once() == 6
     assert fake.max_in_flight == expected
     assert sorted(c.user_id for c in fake.detaches) == users
