@@ -88,9 +88,7 @@ def test_a_dead_job_whose_group_was_given_back_is_not_replayed(db: Database, map
     assert states(db, [eng, oncall]) == ["dead", "dead"]
 
 
-def test_only_the_workspace_another_group_grants_again_is_skipped(
-    db: Database, mapping: Mapping
-):
+def test_only_the_workspace_another_group_grants_again_is_skipped(db: Database, mapping: Mapping):
     eng, oncall = dead_removal_from_eng(db, mapping)
     accept(db, mapping, change(ChangeKind.added, PLATFORM, 2))  # platform grants WS-ENG only
 
@@ -137,9 +135,7 @@ def test_a_job_a_re_grant_cancelled_is_not_replayed(db: Database, mapping: Mappi
     assert result["result"] == "skipped" and result["reason"].startswith("still granted")
 
 
-def test_a_removal_after_the_re_grant_makes_the_dead_job_replayable(
-    db: Database, mapping: Mapping
-):
+def test_a_removal_after_the_re_grant_makes_the_dead_job_replayable(db: Database, mapping: Mapping):
     eng, oncall = dead_removal_from_eng(db, mapping)
     accept(db, mapping, change(ChangeKind.added, ENG, 2))
     # Removed again: a new job for each workspace, so the dead ones have a twin.
