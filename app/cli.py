@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from app import console
 from app.cli_graph import graph_cli, report_graph
 from app.errors import ConfigError, InputError
+from app.mapping import load_mapping
 from app.operations import JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
 
@@ -148,7 +149,11 @@ def _target(url: str | None, token: str | None, database: str | None) -> console
         if not token:
             _fail("--url needs the admin token: --token or BRIDGE_ADMIN_TOKEN")
         return console.Remote(url, token)
-    return console.Local(database or _settings().bridge_database_url)
+    settings = _settings()
+    return console.Local(
+        database or settings.bridge_database_url,
+        lambda: load_mapping(settings.bridge_mapping_file, default_source=settings.cor_source),
+    )
 
 
 def _filter(
@@ -212,24 +217,34 @@ def replay(
     token: TokenOption = None,
     database: DatabaseOption = None,
 ) -> None:
-    """Send jobs again: by id, or every job matching a filter (dead ones by default)."""
+    """Send jobs again: by id, or every job matching a filter (dead ones by default).
+
+    Done jobs, and jobs whose workspace the user has been granted again since, are skipped
+    with the reason (see app/replay.py); --dry-run lists both.
+    """
     with _acting(url, token, database) as target:
         if ids:
-            chosen = list(ids)
+            preview = target.replay(ReplayRequest(ids=list(ids), dry_run=True))
         else:
             f = _filter(state or ["dead"], user, workspace, provider)
             preview = target.replay(ReplayRequest(filter=f, dry_run=True, limit=100_000))
-            chosen = [j["id"] for j in preview["jobs"]]
+        chosen = [j["id"] for j in preview["jobs"]]
         if dry_run:
             typer.echo(f"would replay {len(chosen)} job(s): {' '.join(map(str, chosen)) or '-'}")
+            for job in preview["skipped"]:
+                typer.echo(f"would skip job {job['id']}: {job['reason']}")
             return
         results: dict[str, int] = {}
         with typer.progressbar(length=len(chosen), label="replaying", file=sys.stderr) as bar:
             for job in console.replay_in_chunks(target, chosen):
                 results[job["result"]] = results.get(job["result"], 0) + 1
+                if job.get("reason"):
+                    typer.echo(f"skipped job {job['id']}: {job['reason']}", err=True)
                 bar.update(1)
     summary = ", ".join(f"{n} {what}" for what, n in sorted(results.items())) or "nothing to do"
     typer.echo(f"replayed {len(chosen)} job(s): {summary}")
+    for job in preview["skipped"]:
+        typer.echo(f"skipped job {job['id']}: {job['reason']}")
 
 
 @contextmanager
@@ -239,6 +254,8 @@ def _acting(url: str | None, token: str | None, database: str | None) -> Iterato
             yield target
     except InputError as exc:
         _fail(exc.message)
+    except ConfigError as exc:
+        _fail(str(exc))
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the bridge: {type(exc).__name__}")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, NoReturn, TypeVar
 
@@ -47,22 +48,22 @@ def subscribe(
         _fail(str(exc))
     if settings.graph_client_state is None or not settings.graph_notification_url:
         _fail("set GRAPH_CLIENT_STATE and GRAPH_NOTIFICATION_URL (the public URL of /hooks/graph)")
-    db = _database(settings)
+    with _database(settings) as db:
 
-    async def go(client: GraphClient) -> tuple[list[str], list[Outcome]]:
-        manager = SubscriptionManager(db, client, settings)
-        resources, notes = (
-            ([ALL_GROUPS], []) if all_groups else await mapped_resources(client, mapping)
-        )
-        outcomes = []
-        for resource in resources:
-            try:
-                outcomes.append(await manager.subscribe(resource, force=force))
-            except BridgeError as exc:
-                outcomes.append(Outcome(resource, None, created=False, error=str(exc)))
-        return notes, outcomes
+        async def go(client: GraphClient) -> tuple[list[str], list[Outcome]]:
+            manager = SubscriptionManager(db, client, settings)
+            resources, notes = (
+                ([ALL_GROUPS], []) if all_groups else await mapped_resources(client, mapping)
+            )
+            outcomes = []
+            for resource in resources:
+                try:
+                    outcomes.append(await manager.subscribe(resource, force=force))
+                except BridgeError as exc:
+                    outcomes.append(Outcome(resource, None, created=False, error=str(exc)))
+            return notes, outcomes
 
-    notes, outcomes = _with_client(settings, go)
+        notes, outcomes = _with_client(settings, go)
     for note in notes:
         typer.echo(f"note: {note}")
     if not outcomes:
@@ -77,8 +78,7 @@ def subscribe(
 def list_subscriptions() -> None:
     """The subscriptions the bridge renews; with credentials, checked against Graph's list."""
     settings = _settings()
-    db = _database(settings)
-    with db.begin() as conn:
+    with _database(settings) as db, db.begin() as conn:
         stored = graph_store.list_subscriptions(conn)
     remote: list[Subscription] | None = None
     if credentials(settings) is not None:
@@ -112,9 +112,8 @@ def register(
     if expires_at.tzinfo is None:
         _fail("--expires needs a UTC offset, e.g. 2026-12-20T11:00:00Z")
     settings = _settings()
-    db = _database(settings)
     now = datetime.now(UTC)
-    with db.begin() as conn:
+    with _database(settings) as db, db.begin() as conn:
         graph_store.put_subscription(conn, subscription_id, resource, expires_at, now)
     typer.echo(f"registered {subscription_id} ({resource}), expires {expires_at.isoformat()}")
     if expires_at <= now:
@@ -165,13 +164,18 @@ def _stored_line(s: StoredSubscription, now: datetime, in_graph: set[str] | None
     return "  ".join(parts)
 
 
-def _database(settings: Settings) -> Database:
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    """The bridge's database, migrated; closed when the command is done with it."""
     try:
         db = Database(settings.bridge_database_url)
         db.migrate()
     except ConfigError as exc:
         _fail(str(exc))
-    return db
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 def _settings() -> Settings:

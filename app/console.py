@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -13,6 +13,7 @@ import httpx
 
 from app import operations
 from app.errors import InputError
+from app.mapping import Mapping
 from app.operations import JobPage, ReplayRequest
 from app.store import Database
 
@@ -69,10 +70,15 @@ class Remote:
 
 
 class Local:
-    """The database directly (a running bridge's worker sees replays at its next poll)."""
+    """The database directly (a running bridge's worker sees replays at its next poll).
 
-    def __init__(self, url: str) -> None:
+    A replay applies the rules with the mapping table, which `load_mapping` reads when
+    (and only when) one is asked for.
+    """
+
+    def __init__(self, url: str, load_mapping: Callable[[], Mapping]) -> None:
         self.db = Database(url)
+        self.load_mapping = load_mapping
 
     def list_jobs(self, page: JobPage) -> dict[str, Any]:
         """Jobs, newest first."""
@@ -86,8 +92,9 @@ class Local:
 
     def replay(self, request: ReplayRequest) -> dict[str, Any]:
         """Re-queue jobs."""
+        mapping = self.load_mapping()
         with self.db.begin() as conn:
-            return operations.replay_jobs(conn, request)
+            return operations.replay_jobs(conn, mapping, request)
 
 
 def replay_in_chunks(target: Target, ids: list[int]) -> Iterator[dict[str, Any]]:

@@ -56,7 +56,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mapping = load_checked_mapping(settings)
         db = Database(settings.bridge_database_url)
-        await asyncio.to_thread(db.migrate)
+        schema = await asyncio.to_thread(db.migrate)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, transport=app.state.cor_transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))
@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
                 "bridge_started",
                 version=__version__,
                 database=db.dialect,
+                schema=schema,
                 mapping=mapping.path,
                 groups=len(mapping.rules),
                 sources=settings.sources_on(),

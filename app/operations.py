@@ -8,8 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
+from app import replay
 from app.changes import EventTime, Provider
 from app.errors import InputError
+from app.mapping import Mapping
 from app.store import events as event_store
 from app.store import jobs as job_store
 
@@ -118,8 +120,12 @@ def user_history(conn: Connection, user: str) -> dict[str, Any]:
     }
 
 
-def replay_jobs(conn: Connection, request: ReplayRequest) -> dict[str, Any]:
-    """Re-queue jobs by ids (404 naming unknown ones) or by filter (dead ones by default)."""
+def replay_jobs(conn: Connection, mapping: Mapping, request: ReplayRequest) -> dict[str, Any]:
+    """Re-queue jobs by ids (404 naming unknown ones) or by filter (dead ones by default).
+
+    Only what app/replay.py lets through is sent again; a dry run lists those as `jobs` and
+    the others as `skipped`, each with the reason.
+    """
     if request.ids is not None:
         ids = request.ids
         found = {j["id"] for j in job_store.get_jobs(conn, ids)}
@@ -131,9 +137,20 @@ def replay_jobs(conn: Connection, request: ReplayRequest) -> dict[str, Any]:
         f = request.filter
         ids = _select(conn, f, f.state or [job_store.DEAD], request.limit, 0)
     if request.dry_run:
-        return {"dry_run": True, "jobs": summaries(job_store.get_jobs(conn, ids))}
-    outcome = job_store.requeue_jobs(conn, ids, datetime.now(UTC))
-    return {"dry_run": False, "jobs": [{"id": i, "result": r} for i, r in outcome.items()]}
+        verdicts = replay.judge_jobs(conn, mapping, ids)
+        return {
+            "dry_run": True,
+            "jobs": summaries([v.job for v in verdicts if v.skip is None]),
+            "skipped": [{**summaries([v.job])[0], "reason": v.skip} for v in verdicts if v.skip],
+        }
+    verdicts = replay.replay_jobs(conn, mapping, ids, datetime.now(UTC))
+    return {"dry_run": False, "jobs": [_outcome(v) for v in verdicts]}
+
+
+def _outcome(verdict: replay.Verdict) -> dict[str, Any]:
+    if verdict.skip is None:
+        return {"id": verdict.job["id"], "result": "requeued"}
+    return {"id": verdict.job["id"], "result": "skipped", "reason": verdict.skip}
 
 
 def summaries(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -103,8 +103,9 @@ async def post_change(body: ChangeRequest, bridge: BridgeDep) -> dict[str, Any]:
 
 @router.post("/replay")
 async def replay(body: ReplayRequest, bridge: BridgeDep) -> dict[str, Any]:
-    """Re-queue dead, done or cancelled jobs, by ids or by filter; `dry_run` only lists them."""
-    result = await _in_transaction(bridge, operations.replay_jobs, body)
+    """Re-queue dead or cancelled jobs, by ids or by filter, unless the rules now say no
+    (app/replay.py); `dry_run` lists which would be sent and which skipped, and why."""
+    result = await _in_transaction(bridge, operations.replay_jobs, bridge.mapping, body)
     if not body.dry_run and bridge.worker is not None:
         bridge.worker.wake()
     return result

@@ -1,4 +1,4 @@
-"""The engine: SQLite (WAL, durable commits) or PostgreSQL, and schema migration."""
+"""The engine: SQLite (WAL, durable commits) or PostgreSQL; the lock migrations run under."""
 
 from __future__ import annotations
 
@@ -7,22 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    create_engine,
-    event,
-    insert,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from app.errors import ConfigError
-from app.store.schema import SCHEMA_VERSION, metadata, schema_version
+from app.store.migrate import upgrade_schema
 
 # Keys of PostgreSQL advisory locks (held until the transaction ends).
 _MIGRATE_LOCK = 727274
@@ -40,6 +30,15 @@ def serialize_intake(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INTAKE_LOCK})
+
+
+def lock_migrations(conn: Connection) -> None:
+    """Wait until no other process is migrating; held until this transaction ends.
+
+    On SQLite the transaction's BEGIN IMMEDIATE already holds the database's write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
 
 
 def insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
@@ -103,23 +102,14 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
-    def migrate(self) -> int:
-        """Create or upgrade the schema; returns the version now in force."""
+    def migrate(self) -> str:
+        """Create or upgrade the schema; returns the revision now in force.
+
+        Several replicas may start at once: one migrates, the others wait for its commit.
+        """
         with self.begin() as conn:
-            if self.dialect == "postgresql":
-                # Several replicas may start at once: one migrates, the others wait here.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
-            if not inspect(conn).has_table("schema_version"):
-                metadata.create_all(conn)
-                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-                return SCHEMA_VERSION
-            found = conn.execute(select(schema_version.c.version)).scalar_one()
-            if found > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"database schema version {found} is newer than this bridge "
-                    f"understands ({SCHEMA_VERSION}); upgrade the bridge"
-                )
-            return int(found)
+            lock_migrations(conn)
+            return upgrade_schema(conn)
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -92,6 +92,21 @@ def last_time_of(
     return found if isinstance(found, datetime) else None
 
 
+def idp_user_ids(conn: Connection, provider: str, cor_user_id: str) -> list[str]:
+    """The IdP user ids of `provider` whose events resolved to this COR user."""
+    rows = conn.execute(
+        select(events.c.user_id)
+        .where(
+            events.c.provider == provider,
+            events.c.cor_user_id == cor_user_id,
+            events.c.user_id.is_not(None),
+        )
+        .distinct()
+        .order_by(events.c.user_id)
+    )
+    return [str(r[0]) for r in rows]
+
+
 def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict[str, Any]]:
     """The latest `limit` events about a user (by IdP id, login or COR id), oldest first."""
     rows = conn.execute(

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
-from app.store.db import serialize_intake
 from app.store.schema import attempts, jobs
 
 PENDING, RUNNING, DONE, DEAD, CANCELLED = "pending", "running", "done", "dead", "cancelled"
@@ -294,39 +293,22 @@ def record_attempts(
         )
 
 
-def requeue_jobs(conn: Connection, ids: Sequence[int], now: datetime) -> dict[int, str]:
-    """Send finished, dead or cancelled jobs again; says per id what happened."""
-    # It checks for an open twin, then makes a pending job: intake must not queue one between.
-    serialize_intake(conn)
-    result: dict[int, str] = {}
-    for job_id in ids:
-        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        if row is None:
-            result[job_id] = "not found"
-            continue
-        if row.state in (PENDING, RUNNING):
-            result[job_id] = f"already {row.state}"
-            continue
-        twin = find_open_jobs(conn, row.cor_user_id, row.source, row.workspace)
-        if twin:
-            result[job_id] = f"job {twin[0].id} already {twin[0].state} for the same detach"
-            continue
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(
-                state=PENDING,
-                attempts=0,
-                solo=False,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-                cancel_reason=None,
-                last_message=f"replayed from {row.state}",
-            )
+def requeue_job(conn: Connection, job_id: int, state: str, now: datetime) -> None:
+    """Make a finished job pending again, from scratch (app/replay.py decides which)."""
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == state)
+        .values(
+            state=PENDING,
+            attempts=0,
+            solo=False,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+            cancel_reason=None,
+            last_message=f"replayed from {state}",
         )
-        result[job_id] = "requeued"
-    return result
+    )
 
 
 def select_job_ids(

@@ -1,4 +1,4 @@
-"""Tables and their versions: the only description of the database's shape."""
+"""The tables as the code uses them; app/migrations brings a database to this shape."""
 
 from __future__ import annotations
 
@@ -82,9 +82,10 @@ class Txt(_SqliteLike, TypeDecorator[str]):
     cache_ok = True
 
 
-SCHEMA_VERSION = 1
 metadata = MetaData()
 
+# The bridge before Alembic read its schema version here; revision 0001 writes 1. Alembic's
+# `alembic_version` is what counts now (see app/store/migrate.py).
 schema_version = Table(
     "schema_version",
     metadata,

@@ -191,8 +191,15 @@ async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
     ask = ReplayRequest(
         filter=JobFilter(state=[job_store.DEAD]), dry_run=True, limit=REPLAY_ALL_LIMIT
     )
-    dry = await _read(bridge, operations.replay_jobs, ask)
-    return _render(request, viewer, "confirm.html", jobs=dry["jobs"], limit=REPLAY_ALL_LIMIT)
+    dry = await _read(bridge, operations.replay_jobs, bridge.mapping, ask)
+    return _render(
+        request,
+        viewer,
+        "confirm.html",
+        jobs=dry["jobs"],
+        skipped=dry["skipped"],
+        limit=REPLAY_ALL_LIMIT,
+    )
 
 
 @router.post("/admin/ui/replay")
@@ -218,15 +225,20 @@ async def replay(request: Request, bridge: BridgeDep) -> Response:
     return response
 
 
+def _said(outcome: dict[str, Any]) -> str:
+    reason = outcome.get("reason")
+    return f"{outcome['result']} ({reason})" if reason else str(outcome["result"])
+
+
 async def _replay(bridge: Bridge, ids: list[int]) -> list[str]:
     if not ids:
         return ["Nothing to replay: no job was selected."]
     try:
-        result = await _read(bridge, operations.replay_jobs, ReplayRequest(ids=ids))
+        result = await _read(bridge, operations.replay_jobs, bridge.mapping, ReplayRequest(ids=ids))
     except InputError as exc:
         return [f"Nothing replayed: {exc.message}."]
     if bridge.worker is not None:
         bridge.worker.wake()
-    outcome = {j["id"]: j["result"] for j in result["jobs"]}
+    outcome = {j["id"]: _said(j) for j in result["jobs"]}
     log.info("admin_ui_replay", jobs=outcome)
     return [f"Job {job_id}: {answer}." for job_id, answer in outcome.items()]

@@ -1,12 +1,18 @@
-"""The operators' API over real HTTP: explicit changes and replay of dead letters."""
+"""The operators' API over real HTTP: explicit changes and replay of dead letters (which
+sends each at most once more, and never what the user has been granted again)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
 import pytest
 
-from tests.builders import okta_delivery, okta_event
+from tests.builders import T0, minutes, okta_delivery, okta_event
 from tests.conftest import ENGINES
-from tests.integration.harness import FINANCE, Bridge, Sandbox, wait_for
+from tests.integration.harness import ADMIN_TOKEN, FINANCE, Bridge, Sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("bridge_engine", ENGINES)]
 
@@ -57,14 +63,83 @@ def test_replay_sends_a_dead_job_again(bridge: Bridge, sandbox: Sandbox) -> None
     assert job["remaining"] == ["WS-OPS"]
     tried = bridge.job(job["id"])["deliveries"]
     assert [(a["outcome"], a["status"]) for a in tried] == [("dead", 400), ("done", 200)]
-    # A done job may be replayed too; the detach is idempotent, so it is simply sent again.
+    # Replaying it again, now that COR confirmed it, would detach the same change twice.
     again = bridge.admin("POST", "/replay", json={"ids": [job["id"]]}).json()
-    assert again["jobs"] == [{"id": job["id"], "result": "requeued"}]
-    wait_for(
-        lambda: [c["status"] for c in sandbox.detaches(GHOST)] == [400, 200, 200],
-        what="the replayed done job sent again",
+    [skipped] = again["jobs"]
+    assert (skipped["id"], skipped["result"]) == (job["id"], "skipped")
+    assert skipped["reason"].startswith("already done: COR confirmed this detach")
+    assert bridge.job(job["id"])["attempts"] == 1  # left as it was: done, nothing queued
+    assert bridge.jobs(state=["pending", "running"]) == []
+    assert [c["status"] for c in sandbox.detaches(GHOST)] == [400, 200]
+
+
+def test_replay_skips_a_dead_job_whose_workspace_was_granted_again(
+    bridge: Bridge, sandbox: Sandbox
+) -> None:
+    """The user left finance, COR refused the detach, then Okta put them back in finance:
+    replaying the dead job would take away what they have again."""
+    left = okta_event(
+        "group.user_membership.remove", user="ghost", group_id=FINANCE, group_name="finance", at=T0
     )
+    bridge.deliver(okta_delivery(left))
+    [dead] = bridge.wait_jobs("dead", count=1, cor_user_id=GHOST)
+    back = okta_event(
+        "group.user_membership.add",
+        user="ghost",
+        group_id=FINANCE,
+        group_name="finance",
+        at=T0 + minutes(5),
+    )
+    bridge.deliver(okta_delivery(back))
+    sandbox.put_user(GHOST, ["WS-FIN"])
+
+    dry = bridge.admin("POST", "/replay", json={"filter": {"state": ["dead"]}, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["jobs"] == []
+    [skipped] = dry.json()["skipped"]
+    assert (skipped["id"], skipped["workspace"]) == (dead["id"], "WS-FIN")
+    assert skipped["reason"].startswith(
+        f"still granted: 00ughost is in okta group {FINANCE} (finance)"
+    )
+    reply = bridge.admin("POST", "/replay", json={"ids": [dead["id"]]})
+    assert reply.json()["jobs"] == [
+        {"id": dead["id"], "result": "skipped", "reason": skipped["reason"]}
+    ]
+    assert bridge.job(dead["id"])["state"] == "dead"
+    assert bridge.jobs(state=["pending", "running"]) == []
+    assert [c["status"] for c in sandbox.detaches(GHOST)] == [400]
+
+
+def test_concurrent_replays_of_a_dead_job_detach_once(bridge: Bridge, sandbox: Sandbox) -> None:
+    """Two operators (or a double click) replay the same dead letter at the same moment."""
+    left = okta_event(
+        "group.user_membership.remove", user="ghost", group_id=FINANCE, group_name="finance"
+    )
+    bridge.deliver(okta_delivery(left))
+    [dead] = bridge.wait_jobs("dead", count=1, cor_user_id=GHOST)
+    sandbox.put_user(GHOST, ["WS-FIN"])
+    start = threading.Barrier(4)
+
+    def replay() -> list[dict[str, Any]]:
+        with httpx.Client(timeout=10) as http:
+            start.wait()
+            reply = http.post(
+                f"{bridge.url}/admin/replay",
+                json={"ids": [dead["id"]]},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+        assert reply.status_code == 200, reply.text
+        jobs: list[dict[str, Any]] = reply.json()["jobs"]
+        return jobs
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [r for answer in pool.map(lambda _: replay(), range(4)) for r in answer]
+    assert sorted(r["result"] for r in results) == ["requeued", "skipped", "skipped", "skipped"]
     bridge.wait_jobs("done", count=1, cor_user_id=GHOST)
+    # A barrier: a later removal is sent, so a second detach of ghost's would have been too.
+    bridge.deliver(okta_delivery(okta_event("group.user_membership.remove", user="mia")))
+    sandbox.wait_detached(MIA, {"WS-ENG", "WS-ONCALL"})
+    assert [c["status"] for c in sandbox.detaches(GHOST)] == [400, 200]
 
 
 def test_replay_of_an_unknown_job_is_404(bridge: Bridge) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from tests.builders import load_fixture
+from tests.conftest import ENGINES
 from tests.graph_standin import StandinServer, invoke_cli, serve_standin
 from tests.integration.harness import MAPPING_FILE, Bridge, Sandbox, StartBridge, wait_for
 
@@ -137,6 +139,50 @@ def test_a_graph_removal_reaches_cor_once(
     assert [(e["kind"], e["decision"]) for e in events] == [("removed", "queued")]
     assert [e["decision"] for e in bridge.history("joe@acme.example")["events"]] == ["granted"]
     assert graph_checks(bridge)["inbox_pending"] == 0
+
+
+@pytest.fixture(params=ENGINES)
+def graph_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The bridge's database for a test that runs on both engines."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bridge.db'}"
+        return
+    with request.getfixturevalue("postgres_server").database() as url:
+        yield url
+
+
+def test_graph_retrying_one_notification_gives_one_detach(
+    start_bridge: StartBridge,
+    sandbox: Sandbox,
+    standin: StandinServer,
+    tmp_path: Path,
+    graph_database: str,
+):
+    """Graph retries a notification whose 202 was slow: the retries may race the first."""
+    env = graph_env(standin, tmp_path / "b", BRIDGE_DATABASE_URL=graph_database)
+    register(env, expires_in=timedelta(days=20))
+    bridge = start(start_bridge, env, tmp_path / "b")
+    body = notification()
+    start_line = threading.Barrier(3)
+
+    def deliver(_: int) -> httpx.Response:
+        with httpx.Client(timeout=10) as http:
+            start_line.wait()
+            return http.post(f"{bridge.url}/hooks/graph", json=body)
+
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(deliver, range(3)))
+    assert [r.status_code for r in replies] == [202] * 3
+    counts = [r.json() for r in replies]
+    entries = len(body["value"][0]["resourceData"]["members@delta"])  # adele out, joe in
+    assert sum(c["queued"] for c in counts) == entries
+    assert sum(c["retries"] for c in counts) == 2 * entries
+    sandbox.wait_detached(ADELE_LOGIN, {"WS-ENG", "WS-ONCALL"})
+    assert post(bridge, body).json()["retries"] == entries  # once more after it was sent
+    wait_for(lambda: graph_checks(bridge)["inbox_pending"] == 0, what="an empty inbox")
+    bridge.wait_idle()
+    assert len(sandbox.detaches(ADELE_LOGIN)) == 1
+    assert [e["decision"] for e in bridge.history(ADELE_LOGIN)["events"]] == ["queued"]
 
 
 def test_a_burst_is_acknowledged_fast(

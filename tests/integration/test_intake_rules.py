@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.builders import T0, minutes, okta_delivery, okta_event
-from tests.integration.harness import ENG_ONCALL, PLATFORM, Bridge, Sandbox, StartBridge
+from tests.conftest import ENGINES
+from tests.integration.harness import (
+    ENG_ONCALL,
+    HOOK_SECRET,
+    PLATFORM,
+    Bridge,
+    Sandbox,
+    StartBridge,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +54,37 @@ def test_same_event_twice_detaches_once(bridge: Bridge, sandbox: Sandbox) -> Non
         "cor_bridge_changes_total", provider="okta", kind="removed", decision="duplicate"
     )
     assert duplicates == 2
+
+
+@pytest.mark.parametrize("bridge_engine", ENGINES)
+def test_okta_retries_racing_the_first_delivery_detach_once(
+    bridge: Bridge, sandbox: Sandbox
+) -> None:
+    """Okta retries a delivery it stopped waiting for: the retry may arrive while the
+    first is still being written, or after its detach was sent."""
+    delivery = okta_delivery(okta_event(REMOVE, user="jane", at=T0))
+    start_line = threading.Barrier(3)
+
+    def deliver(_: int) -> httpx.Response:
+        with httpx.Client(timeout=10) as http:
+            start_line.wait()
+            return http.post(
+                f"{bridge.url}/hooks/okta", json=delivery, headers={"Authorization": HOOK_SECRET}
+            )
+
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(deliver, range(3)))
+    assert [r.status_code for r in replies] == [200] * 3, [r.text for r in replies]
+    sandbox.wait_detached(JANE, BOTH)
+    bridge.deliver(delivery)  # a late retry, after the detach went out
+    barrier(bridge, sandbox)
+    assert len(sandbox.detaches(JANE)) == 1
+    [recorded] = bridge.history(JANE)["events"]
+    assert recorded["decision"] == "queued"
+    duplicates = bridge.metric(
+        "cor_bridge_changes_total", provider="okta", kind="removed", decision="duplicate"
+    )
+    assert duplicates == 3
 
 
 def test_remove_then_add_in_separate_deliveries(

@@ -1,0 +1,1 @@
+"""Alembic revisions of the database schema; `app.store.migrate` runs them at start."""
