@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from app.sandbox import SANDBOX_CLIENT_SECRET
 from tests.builders import load_fixture
-from tests.integration.harness import ADMIN_TOKEN, HOOK_SECRET, Bridge, Sandbox
+from tests.integration.harness import ADMIN_TOKEN, HOOK_SECRET, Bridge, Sandbox, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +24,15 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(bridge: Bridge, sandbox: Sa
     bridge.wait_idle()
     bridge.post_okta({}, secret="wrong-secret")  # a refused request is logged too
 
-    text = bridge.log_path.read_text()
-    # Every line is JSON, but for the markers the test harness writes between runs.
-    lines = [json.loads(x) for x in text.splitlines() if x.strip() and not x.startswith("--- ")]
-    assert lines, "the bridge logged nothing"
+    def logged() -> tuple[str, list[dict[str, Any]]] | None:
+        """The log once the refused request's line is in it (written after the reply)."""
+        text = bridge.log_path.read_text()
+        # Every line is JSON, but for the markers the test harness writes between runs.
+        lines = [json.loads(x) for x in text.splitlines() if x.strip() and not x.startswith("--- ")]
+        done = any(x.get("event") == "request" and x.get("status") == 401 for x in lines)
+        return (text, lines) if done else None
+
+    text, lines = wait_for(logged, what="the refused request's log line")
     accepted = [x for x in lines if x.get("event") == "change_accepted"]
     assert [x["event_id"] for x in accepted] == ["d14117f9-5d8c-11ea-a9cb-1f2fbd3b03f7"]
     assert accepted[0]["request_id"] == request_id
