@@ -59,6 +59,8 @@ def render(results: dict[str, Any], kinds: list[str]) -> str:
             for p in ing["paced"]:
                 rows.append([kind, p.events, f"{p.rate:.0f}", f"{p.achieved:.0f}",
                              f"{p.p50_ms:.1f}", f"{p.p99_ms:.1f}", p.errors])  # fmt: skip
+                if p.rate != 1000:
+                    continue
                 ok = p.p99_ms < 100 and not p.errors
                 name = f"p99 ack < 100 ms at {p.rate:.0f} ev/s ({p.events} ev/req)"
                 targets.append([name, kind, f"{p.p99_ms:.0f} ms", _mark(ok)])
@@ -82,10 +84,17 @@ def render(results: dict[str, Any], kinds: list[str]) -> str:
          lambda d: ["drain >= 90% of concurrency / latency", f"{d['rate'] / d['limit']:.0%}",
                     d["rate"] >= 0.9 * d["limit"]]),
         ("coalesce", "3. Coalescing: removals of one user across groups, 50 per delivery",
-         ["db", "removals", "groups", "jobs", "detach calls", "send s"],
-         lambda d: [d["removals"], d["groups"], d["jobs"], d["calls"], f"{d['send_seconds']:.1f}"],
+         ["db", "removals", "groups", "delay s", "jobs", "detach calls", "send s"],
+         lambda d: [d["removals"], d["groups"], d["delay"], d["jobs"], d["calls"],
+                    f"{d['send_seconds']:.1f}"],
          lambda d: [f"{d['removals']} removals -> at most 5 calls", f"{d['calls']} calls",
                     d["calls"] <= 5]),
+        ("coalesce_delay", "   ... with BRIDGE_DELIVERY_DELAY_SECONDS=2 (the grace period)",
+         ["db", "removals", "groups", "delay s", "jobs", "detach calls", "send s"],
+         lambda d: [d["removals"], d["groups"], d["delay"], d["jobs"], d["calls"],
+                    f"{d['send_seconds']:.1f}"],
+         lambda d: [f"{d['removals']} removals -> at most 5 calls (2 s delay)",
+                    f"{d['calls']} calls", d["calls"] <= 5]),
         ("scim", "4. SCIM: Entra-style PATCH removing 100 members by value, one after another",
          ["db", "members", "PATCHes", "total s", "p50 ms", "p99 ms", "max ms", "jobs"],
          lambda d: [d["members"], d["patches"], f"{d['total']:.1f}", f"{d['p50_ms']:.0f}",

@@ -21,7 +21,8 @@ from typing import Any
 from benchmarks import ingest, report, scenarios, world
 
 FULL = {
-    "sizes": [1, 50], "conns": [1, 4, 16, 64], "seconds": 8.0, "paced": [(50, 1000.0), (1, 1000.0)],
+    "sizes": [1, 50], "conns": [1, 4, 16, 64], "seconds": 8.0,
+    "paced": [(50, 500.0), (50, 1000.0), (10, 1000.0)],
     "drain": 10_000, "coalesce": 1_000, "scim": 5_000, "memory": 100_000, "memory_seconds": 30.0,
 }  # fmt: skip
 QUICK = {
@@ -50,10 +51,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
-    parser.add_argument("--only", default="ingest,drain,coalesce,scim,memory")
+    parser.add_argument("--only", default="ingest,drain,coalesce,coalesce_delay,scim,memory")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--size", action="append", default=[], help="override, e.g. scim=2000")
     args = parser.parse_args()
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    for override in args.size:
+        key, _, value = override.partition("=")
+        size[key] = float(value) if "seconds" in key else int(value)
     kinds = [k for k in args.db.split(",") if k]
     only = set(args.only.split(","))
     ingest.find_wrk()  # fail early, and clearly, without a load generator
@@ -94,6 +99,7 @@ def run_kind(
          size["paced"])  # fmt: skip
     step("drain", scenarios.drain, size["drain"], 20.0, 8)
     step("coalesce", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 0.0)
+    step("coalesce_delay", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 2.0)
     step("scim", scenarios.scim, size["scim"], 100)
     step("memory", scenarios.memory, size["memory"], size["memory_seconds"])
     return out
