@@ -23,11 +23,13 @@ from benchmarks import ingest, report, scenarios, world
 FULL = {
     "sizes": [1, 50], "conns": [1, 4, 16, 64], "seconds": 8.0,
     "paced": [(50, 500.0), (50, 1000.0), (10, 1000.0)],
-    "drain": 10_000, "coalesce": 1_000, "scim": 5_000, "memory": 100_000, "memory_seconds": 30.0,
+    "drain": 10_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 5_000,
+    "memory": 100_000, "memory_seconds": 30.0,
 }  # fmt: skip
 QUICK = {
     "sizes": [1, 50], "conns": [1, 16], "seconds": 2.0, "paced": [(50, 1000.0)],
-    "drain": 1_000, "coalesce": 1_000, "scim": 1_000, "memory": 10_000, "memory_seconds": 5.0,
+    "drain": 1_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 1_000,
+    "memory": 10_000, "memory_seconds": 5.0,
 }  # fmt: skip
 
 
@@ -97,7 +99,7 @@ def run_kind(
 
     step("ingest", scenarios.ingest_bridge, size["sizes"], size["conns"], size["seconds"],
          size["paced"])  # fmt: skip
-    step("drain", scenarios.drain, size["drain"], 20.0, 8)
+    step("drain", scenarios.drain, size["drain"], 20.0, size["drain_concurrency"])
     step("coalesce", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 0.0)
     step("coalesce_delay", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 2.0)
     step("scim", scenarios.scim, size["scim"], 100)

@@ -45,9 +45,27 @@ def _detach_calls(cor: procs.Proc, path: str = "/detach") -> list[dict[str, Any]
 
 
 def ingest_sweep(
-    proc: procs.Proc, sizes: list[int], conns: list[int], seconds: float
+    proc: procs.Proc, sizes: list[int], conns: list[int], seconds: float, url: str | None = None
 ) -> list[ingest.WrkResult]:
-    return [ingest.run_wrk(proc.url, n, c, seconds) for n in sizes for c in conns]
+    results = []
+    for n in sizes:
+        for c in conns:
+            if url is not None:
+                _settle(url)
+            results.append(ingest.run_wrk(proc.url, n, c, seconds))
+    return results
+
+
+def _settle(url: str, timeout: float = 120.0) -> None:
+    """Wait until the bridge has worked off what the last run left queued (wrk stops with
+    requests in flight, and the server still answers them), so each run starts quiet."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _count(url, "SELECT count(*) FROM events")
+        if now == last:
+            return
+        last = now
+        time.sleep(1.0)
 
 
 def ingest_bridge(
@@ -59,8 +77,11 @@ def ingest_bridge(
             workdir, url, cor.url + "/sandbox/cor", bridge_delivery_delay_seconds=HOLD
         )
         with running(bridge, "/healthz"):
-            sweep = ingest_sweep(bridge, sizes, conns, seconds)
-            steady = [ingest.run_paced(bridge.url, n, rate, seconds) for n, rate in paced]
+            steady = []
+            for n, rate in paced:
+                _settle(url)
+                steady.append(ingest.run_paced(bridge.url, n, rate, seconds))
+            sweep = ingest_sweep(bridge, sizes, conns, seconds, url)
         acked, missing = ingest.missing_events(url, [*sweep, *steady])
     return {"sweep": sweep, "paced": steady, "acked": acked, "missing": missing}
 
