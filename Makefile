@@ -23,9 +23,14 @@ run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, the
 	$(BIN)/cor-bridge serve --sandbox --host 127.0.0.1 --port 8080
 
 test: $(STAMP)  ## the whole suite
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/mypy app
 	$(BIN)/pytest -q
+
+# Benchmarks (not part of `make test`): needs wrk (installed with apt-get when run as root)
+# and Debian's postgresql for the PostgreSQL half. BENCH_QUICK=1: a smoke run of a minute or two.
+bench: $(STAMP)  ## throughput, latency and memory on SQLite and PostgreSQL; docs/performance.md
+	$(BIN)/python -m benchmarks.run $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 
 check: $(STAMP)
 	$(BIN)/cor-bridge check

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
-import anyio
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import Connection
@@ -19,6 +18,7 @@ from app.intake import Decision, accept_changes
 from app.mapping import Mapping
 from app.settings import Settings
 from app.store import Database
+from app.store.batch import GroupCommit
 from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,8 @@ class Bridge:
         self.tables = tables
         self.worker: Worker | None = None
         self.auth_failures = FailureLimiter(settings.bridge_auth_failures_per_minute)
+        # Requests that arrive together share a transaction and its commit (one disk flush).
+        self.commits = GroupCommit(db)
 
     @property
     def mapping(self) -> Mapping:
@@ -43,18 +45,21 @@ class Bridge:
 
     async def submit(self, items: Sequence[MembershipChange | IgnoredEvent]) -> list[Decision]:
         """Run intake in one committed transaction, then wake the worker."""
-        _, decisions = await self.transact(lambda conn: (None, items))
+        _, decisions = await self.transact(lambda conn: (None, items), weight=len(items))
         return decisions
 
     async def transact(
-        self, work: Callable[[Connection], tuple[T, Sequence[Item]]]
+        self, work: Callable[[Connection], tuple[T, Sequence[Item]]], weight: int = 1
     ) -> tuple[T, list[Decision]]:
         """Run `work` and intake of the changes it returns in one transaction.
 
         `work` may write its own rows (the SCIM server does); nothing is kept unless the
-        whole transaction commits, and only then is the worker woken.
+        whole transaction commits, and only then is the worker woken. Transactions that
+        arrive together are committed together (app/store/batch.py), each in its savepoint.
         """
-        result, items, decisions = await anyio.to_thread.run_sync(self._transact, work)
+        result, items, decisions = await self.commits.run(
+            lambda conn: self._intake(conn, work), weight
+        )
         for item, decision in zip(items, decisions, strict=True):
             kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
             metrics.CHANGES.labels(item.provider, kind, decision.decision).inc()
@@ -71,15 +76,13 @@ class Bridge:
             self.worker.wake()
         return result, decisions
 
-    def _transact(
-        self, work: Callable[[Connection], tuple[T, Sequence[Item]]]
+    def _intake(
+        self, conn: Connection, work: Callable[[Connection], tuple[T, Sequence[Item]]]
     ) -> tuple[T, list[Item], list[Decision]]:
         delay = timedelta(seconds=self.settings.bridge_delivery_delay_seconds)
-        mapping = self.mapping
-        with self.db.begin() as conn:
-            result, items = work(conn)
-            items = list(items)
-            decisions = accept_changes(conn, mapping, items, now=datetime.now(UTC), delay=delay)
+        result, found = work(conn)
+        items = list(found)
+        decisions = accept_changes(conn, self.mapping, items, now=datetime.now(UTC), delay=delay)
         return result, items, decisions
 
 

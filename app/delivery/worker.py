@@ -21,6 +21,7 @@ from app.errors import DeliveryError, RetryableError
 from app.rounds import Rounds
 from app.store import Database
 from app.store import jobs as job_store
+from app.store.batch import GroupCommit
 from app.store.db import serialize_intake
 from app.store.jobs import Job
 
@@ -75,6 +76,8 @@ class Worker:
         self._release_on_start = release_on_start
         self._clock = clock
         self.rounds = Rounds("worker")
+        # Successful detaches that finish together are recorded in one commit.
+        self._settled = GroupCommit(db)
 
     def wake(self) -> None:
         """New work was committed: look now rather than at the next poll."""
@@ -162,7 +165,7 @@ class Worker:
                 metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
                 try:
                     if isinstance(outcome, DetachResult):
-                        await anyio.to_thread.run_sync(self._done, group, outcome, ms)
+                        await self._done(group, outcome, ms)
                     elif isinstance(outcome, RetryableError):
                         await anyio.to_thread.run_sync(self._retry_later, group, outcome, ms)
                     else:
@@ -174,11 +177,12 @@ class Worker:
 
     def _still_wanted(self, group: list[Job]) -> list[Job]:
         """The jobs of `group` nobody called off since the claim; the others end cancelled."""
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             called_off = job_store.cancel_requests(conn, [j.id for j in group])
-            for job_id, reason in called_off.items():
-                job_store.cancel_claimed(conn, job_id, self._clock(), reason, self.worker_id)
         if called_off:
+            with self.db.begin() as conn:
+                for job_id, reason in called_off.items():
+                    job_store.cancel_claimed(conn, job_id, self._clock(), reason, self.worker_id)
             metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc(len(called_off))
             log.info("detach_called_off", job_ids=sorted(called_off))
         return [j for j in group if j.id not in called_off]
@@ -195,10 +199,11 @@ class Worker:
             log.exception("detach_crashed")
             return RetryableError(f"unexpected error delivering: {type(exc).__name__}")
 
-    def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
+    async def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
         now = self._clock()
         ids = [j.id for j in group]
-        with self.db.begin() as conn:
+
+        def record(conn: Connection) -> None:
             job_store.record_attempts(
                 conn, ids, at=now, outcome="done", duration_ms=ms, status=result.status
             )
@@ -211,6 +216,8 @@ class Worker:
                 status=result.status,
                 remaining=result.remaining,
             )
+
+        await self._settled.run(record)
         for job in group:
             metrics.DELIVERY_LATENCY.observe((now - job.created_at).total_seconds())
         metrics.JOBS_SETTLED.labels(job_store.DONE).inc(len(ids))

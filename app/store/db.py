@@ -17,6 +17,7 @@ from app.store.migrate import upgrade_schema
 # Keys of PostgreSQL advisory locks (held until the transaction ends).
 _MIGRATE_LOCK = 727274
 _INTAKE_LOCK = 727275
+_READ_ONLY = "cor_bridge_read_only"
 
 
 def serialize_intake(conn: Connection) -> None:
@@ -68,8 +69,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Take the write lock up front so two writers never deadlock on an upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Take the write lock up front so two writers never deadlock on an upgrade; a
+        # transaction that only reads (Database.read) reads its WAL snapshot and waits for none.
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -101,6 +104,14 @@ class Database:
         """A transaction: commits when the block ends, rolls back on an exception."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction for reads only: on SQLite it does not wait for, or hold, the write lock."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def migrate(self) -> str:
         """Create or upgrade the schema; returns the revision now in force.

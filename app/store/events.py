@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from app.store.db import insert_ignoring_conflicts, serialize_intake
 from app.store.schema import events
@@ -35,23 +35,21 @@ def record_event(conn: Connection, new: NewEvent) -> int | None:
     """
     serialize_intake(conn)
     row = conn.execute(
-        insert_ignoring_conflicts(conn, events)
-        .values(
-            provider=new.provider,
-            source_event_id=new.source_event_id,
-            kind=new.kind,
-            occurred_at=new.occurred_at,
-            received_at=new.received_at,
-            user_id=new.user_id,
-            user_login=new.user_login,
-            group_id=new.group_id,
-            group_name=new.group_name,
-            change=new.change,
-            decision="received",
-            detail=[],
-        )
-        .on_conflict_do_nothing(index_elements=["provider", "source_event_id"])
-        .returning(events.c.id)
+        _insert_event(conn),
+        {
+            "provider": new.provider,
+            "source_event_id": new.source_event_id,
+            "kind": new.kind,
+            "occurred_at": new.occurred_at,
+            "received_at": new.received_at,
+            "user_id": new.user_id,
+            "user_login": new.user_login,
+            "group_id": new.group_id,
+            "group_name": new.group_name,
+            "change": new.change,
+            "decision": "received",
+            "detail": [],
+        },
     ).first()
     return None if row is None else int(row[0])
 
@@ -65,10 +63,28 @@ def set_decision(
 ) -> None:
     """Record what intake decided for an event, and why."""
     conn.execute(
-        update(events)
-        .where(events.c.id == event_id)
-        .values(decision=decision, detail=detail, cor_user_id=cor_user_id)
+        _SET_DECISION,
+        {"b_id": event_id, "decision": decision, "detail": detail, "cor_user_id": cor_user_id},
     )
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_event(conn: Connection) -> Any:
+    """The INSERT of a new event for this engine, built once (intake runs it for every event)."""
+    name = conn.dialect.name
+    if name not in _INSERTS:
+        _INSERTS[name] = (
+            insert_ignoring_conflicts(conn, events)
+            .on_conflict_do_nothing(index_elements=["provider", "source_event_id"])
+            .returning(events.c.id)
+        )
+    return _INSERTS[name]
+
+
+# Built once: intake sets a decision for every event.
+_SET_DECISION = update(events).where(events.c.id == bindparam("b_id"))
 
 
 def event_time(conn: Connection, event_id: int) -> datetime | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from app.store.schema import attempts, jobs
 
@@ -60,34 +60,37 @@ def enqueue_job(
     due: datetime,
 ) -> tuple[int, bool]:
     """Queue a detach; joins an already pending one. Returns (job id, created)."""
-    pending = conn.execute(
-        select(jobs.c.id).where(
-            jobs.c.cor_user_id == cor_user_id,
-            jobs.c.source == source,
-            jobs.c.workspace == workspace,
-            jobs.c.state == PENDING,
-        )
-    ).first()
+    key = {"b_user": cor_user_id, "b_source": source, "b_workspace": workspace}
+    pending = conn.execute(_PENDING_JOB, key).first()
     if pending is not None:
         return int(pending[0]), False
     job_id = conn.execute(
-        insert(jobs)
-        .values(
-            cor_user_id=cor_user_id,
-            source=source,
-            workspace=workspace,
-            provider=provider,
-            event_id=event_id,
-            state=PENDING,
-            attempts=0,
-            solo=False,
-            created_at=now,
-            updated_at=now,
-            next_attempt_at=due,
-        )
-        .returning(jobs.c.id)
+        _INSERT_JOB,
+        {
+            "cor_user_id": cor_user_id,
+            "source": source,
+            "workspace": workspace,
+            "provider": provider,
+            "event_id": event_id,
+            "state": PENDING,
+            "attempts": 0,
+            "solo": False,
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": due,
+        },
     ).scalar_one()
     return int(job_id), True
+
+
+# Intake runs these for every removal: built once, so each call only binds its values.
+_PENDING_JOB = select(jobs.c.id).where(
+    jobs.c.cor_user_id == bindparam("b_user"),
+    jobs.c.source == bindparam("b_source"),
+    jobs.c.workspace == bindparam("b_workspace"),
+    jobs.c.state == PENDING,
+)
+_INSERT_JOB = insert(jobs).returning(jobs.c.id)
 
 
 def find_open_jobs(conn: Connection, cor_user_id: str, source: str, workspace: str) -> list[Job]:

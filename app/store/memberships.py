@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from app.store.schema import memberships
 
@@ -40,13 +40,8 @@ def get_membership(
     conn: Connection, provider: str, user_id: str, group_id: str
 ) -> Membership | None:
     """The pair as last seen, or None."""
-    row = conn.execute(
-        select(memberships).where(
-            memberships.c.provider == provider,
-            memberships.c.user_id == user_id,
-            memberships.c.group_id == group_id,
-        )
-    ).first()
+    key = {"b_provider": provider, "b_user": user_id, "b_group": group_id}
+    row = conn.execute(_GET, key).first()
     return _from_row(row) if row is not None else None
 
 
@@ -58,21 +53,22 @@ def put_membership(conn: Connection, m: Membership) -> None:
         "changed_at": m.changed_at,
         "user": m.user,
     }
-    done = conn.execute(
-        update(memberships)
-        .where(
-            memberships.c.provider == m.provider,
-            memberships.c.user_id == m.user_id,
-            memberships.c.group_id == m.group_id,
-        )
-        .values(**values)
-    )
+    key = {"b_provider": m.provider, "b_user": m.user_id, "b_group": m.group_id}
+    done = conn.execute(_UPDATE, {**key, **values})
     if done.rowcount == 0:
-        conn.execute(
-            insert(memberships).values(
-                provider=m.provider, user_id=m.user_id, group_id=m.group_id, **values
-            )
-        )
+        pair = {"provider": m.provider, "user_id": m.user_id, "group_id": m.group_id}
+        conn.execute(_INSERT, {**pair, **values})
+
+
+# Intake runs these for every change: built once, so each call only binds its values.
+_PAIR = (
+    memberships.c.provider == bindparam("b_provider"),
+    memberships.c.user_id == bindparam("b_user"),
+    memberships.c.group_id == bindparam("b_group"),
+)
+_GET = select(memberships).where(*_PAIR)
+_UPDATE = update(memberships).where(*_PAIR)
+_INSERT = insert(memberships)
 
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:

@@ -284,6 +284,32 @@ async def test_a_workspace_another_group_still_grants_is_kept(client, cor):
     assert any("kept WS-ENG: still granted by entra group platform-ext-id" in d for d in details)
 
 
+async def test_entra_removes_members_by_value_list(client, cor):
+    ann, ben, cy = [await create_user(client, n) for n in ("ann", "ben", "cy")]
+    finance = await create_group(client, "Finance", [ann, ben, cy])
+    before = (await client.get(f"/scim/v2/Groups/{finance}", headers=SCIM)).json()
+    # Removing only non-members changes nothing, not even lastModified.
+    absent = [{"$ref": None, "value": "not-a-member"}]
+    reply = await patch(
+        client, f"Groups/{finance}", {"op": "Remove", "path": "members", "value": absent}
+    )
+    assert reply.status_code in (200, 204)
+    again = (await client.get(f"/scim/v2/Groups/{finance}", headers=SCIM)).json()
+    assert again["meta"]["lastModified"] == before["meta"]["lastModified"]
+    values = [{"$ref": None, "value": ann}, {"value": cy}, {"value": "not-a-member"}]
+    reply = await patch(
+        client, f"Groups/{finance}", {"op": "Remove", "path": "members", "value": values}
+    )
+    assert reply.status_code in (200, 204)
+    group = (await client.get(f"/scim/v2/Groups/{finance}", headers=SCIM)).json()
+    assert [m["value"] for m in group["members"]] == [ben]
+    await settled(client, cor, 2)
+    assert sorted(path for path, _ in cor.detaches) == [
+        "/v2/integrations/users/ann@acme.example/detach",
+        "/v2/integrations/users/cy@acme.example/detach",
+    ]
+
+
 async def test_deleting_a_group_removes_every_member(client, cor):
     ann, ben = await create_user(client, "ann"), await create_user(client, "ben")
     finance = await create_group(client, "Finance", [ann, ben])

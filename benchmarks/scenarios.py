@@ -1,0 +1,227 @@
+"""The five measurements, each on a fresh database; every function returns plain numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from benchmarks import ingest, procs, world
+from benchmarks.procs import SCIM_TOKEN, running
+
+HOLD = "3600"  # BRIDGE_DELIVERY_DELAY_SECONDS that keeps the worker out of a request benchmark
+
+
+def _count(url: str, sql: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _wait_drained(url: str, timeout: float) -> float:
+    """Seconds until no job is pending or running."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if _count(url, "SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')") == 0:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise RuntimeError(f"jobs still open after {timeout}s")
+
+
+def _detach_calls(cor: procs.Proc, path: str = "/detach") -> list[dict[str, Any]]:
+    reply = httpx.get(cor.url + "/sandbox/cor/calls", params={"path_contains": path}, timeout=60)
+    calls: list[dict[str, Any]] = reply.json()["calls"]
+    return calls
+
+
+def ingest_sweep(
+    proc: procs.Proc, sizes: list[int], conns: list[int], seconds: float, url: str | None = None
+) -> list[ingest.WrkResult]:
+    results = []
+    for n in sizes:
+        for c in conns:
+            if url is not None:
+                _settle(url)
+            results.append(ingest.run_wrk(proc.url, n, c, seconds))
+    return results
+
+
+def _settle(url: str, timeout: float = 120.0) -> None:
+    """Wait until the bridge has worked off what the last run left queued (wrk stops with
+    requests in flight, and the server still answers them), so each run starts quiet."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _count(url, "SELECT count(*) FROM events")
+        if now == last:
+            return
+        last = now
+        time.sleep(1.0)
+
+
+def ingest_bridge(
+    dbs: world.Databases, kind: str, workdir: Path, sizes: list[int], conns: list[int],
+    seconds: float, paced: list[tuple[int, float]],
+) -> dict[str, Any]:  # fmt: skip
+    with dbs.fresh(kind) as url, running(procs.standin(workdir, 0), "/sandbox/cor/calls") as cor:
+        bridge = procs.bridge(
+            workdir, url, cor.url + "/sandbox/cor", bridge_delivery_delay_seconds=HOLD
+        )
+        with running(bridge, "/healthz"):
+            steady = []
+            for n, rate in paced:
+                _settle(url)
+                steady.append(ingest.run_paced(bridge.url, n, rate, seconds))
+            sweep = ingest_sweep(bridge, sizes, conns, seconds, url)
+        acked, missing = ingest.missing_events(url, [*sweep, *steady])
+    return {"sweep": sweep, "paced": steady, "acked": acked, "missing": missing}
+
+
+def drain(
+    dbs: world.Databases, kind: str, workdir: Path, count: int, latency_ms: float,
+    concurrency: int,
+) -> dict[str, Any]:  # fmt: skip
+    with dbs.fresh(kind) as url:
+        world.seed_pending(url, count, "drain", world.DRAIN_GROUP)
+        with running(
+            procs.standin(workdir, latency_ms, f"drain:{count}"), "/sandbox/cor/calls"
+        ) as cor:
+            bridge = procs.bridge(
+                workdir, url, cor.url + "/sandbox/cor",
+                bridge_worker_concurrency=str(concurrency),
+            )  # fmt: skip
+            with running(bridge, "/healthz"):
+                _wait_drained(url, timeout=max(120.0, count / 20))
+            calls = _detach_calls(cor)
+        done = _count(url, "SELECT count(*) FROM jobs WHERE state = 'done'")
+    times = sorted(datetime.fromisoformat(c["at"]) for c in calls)
+    span = (times[-1] - times[0]).total_seconds() if len(times) > 1 else float("nan")
+    rate = (len(times) - 1) / span
+    limit = concurrency / (latency_ms / 1000)
+    ok = sum(1 for c in calls if c["status"] == 200)
+    return {"jobs": count, "calls": len(calls), "ok": ok, "done": done, "rate": rate,
+            "limit": limit, "seconds": span, "concurrency": concurrency}  # fmt: skip
+
+
+def coalesce(
+    dbs: world.Databases, kind: str, workdir: Path, removals: int, groups: int,
+    per_delivery: int, latency_ms: float, delay: float,
+) -> dict[str, Any]:  # fmt: skip
+    login = "coal0@acme.example"
+    with (
+        dbs.fresh(kind) as url,
+        running(procs.standin(workdir, latency_ms, "coal:1"), "/sandbox/cor/calls") as cor,
+    ):
+        bridge = procs.bridge(
+            workdir, url, cor.url + "/sandbox/cor", bridge_delivery_delay_seconds=str(delay)
+        )
+        with running(bridge, "/healthz"):
+            started = time.monotonic()
+            asyncio.run(_send_removals(bridge.url, login, removals, groups, per_delivery))
+            sent = time.monotonic() - started
+            _wait_drained(url, timeout=120)
+        calls = _detach_calls(cor, f"/users/{login}/detach")
+        jobs = _count(url, "SELECT count(*) FROM jobs")
+    return {"removals": removals, "groups": groups, "calls": len(calls), "jobs": jobs,
+            "delay": delay, "send_seconds": sent}  # fmt: skip
+
+
+async def _send_removals(url: str, login: str, removals: int, groups: int, per: int) -> None:
+    """`removals` removals of one user, cycling through `groups` groups, `per` a delivery,
+    four deliveries at a time, each event a millisecond after the one before."""
+    runtag = secrets.token_hex(4)
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    headers = {"Authorization": procs.OKTA_SECRET}
+    bodies = []
+    for start in range(0, removals, per):
+        events = [
+            ingest.okta_event(
+                f"{runtag}-0000-{i:04x}-4000-{0:012x}",
+                (t0 + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+                world.coalesce_group(i % groups),
+                login,
+            )
+            for i in range(start, min(removals, start + per))
+        ]
+        bodies.append({"eventType": "com.okta.event_hook", "data": {"events": events}})
+    limit = asyncio.Semaphore(4)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+
+        async def post(body: dict[str, Any]) -> None:
+            async with limit:
+                (await http.post("/hooks/okta", json=body)).raise_for_status()
+
+        await asyncio.gather(*(post(b) for b in bodies))
+
+
+def scim(
+    dbs: world.Databases, kind: str, workdir: Path, members: int, per_patch: int
+) -> dict[str, Any]:
+    with dbs.fresh(kind) as url, running(procs.standin(workdir, 0), "/sandbox/cor/calls") as cor:
+        group_id, user_ids = world.seed_scim_group(url, members)
+        bridge = procs.bridge(
+            workdir, url, cor.url + "/sandbox/cor", bridge_delivery_delay_seconds=HOLD
+        )
+        with running(bridge, "/healthz"):
+            took = _remove_members(bridge.url, group_id, user_ids, per_patch)
+        jobs = _count(url, "SELECT count(*) FROM jobs WHERE state = 'pending'")
+        left = _count(url, "SELECT count(*) FROM scim_members")
+    took.sort()
+    return {"members": members, "patches": len(took), "total": sum(took),
+            "p50_ms": statistics.median(took) * 1000,
+            "p99_ms": ingest._pct(took, 99) * 1000, "max_ms": took[-1] * 1000,
+            "jobs": jobs, "members_left": left}  # fmt: skip
+
+
+def _remove_members(url: str, group_id: str, user_ids: list[str], per: int) -> list[float]:
+    """Entra's way: one PATCH after another, each removing `per` members by value."""
+    took = []
+    headers = {"Authorization": f"Bearer {SCIM_TOKEN}", "Content-Type": "application/scim+json"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        for start in range(0, len(user_ids), per):
+            body = {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{
+                    "op": "Remove", "path": "members",
+                    "value": [{"value": uid} for uid in user_ids[start : start + per]],
+                }],
+            }  # fmt: skip
+            began = time.perf_counter()
+            reply = http.patch(f"/scim/v2/Groups/{group_id}", json=body)
+            took.append(time.perf_counter() - began)
+            if reply.status_code not in (200, 204):
+                raise RuntimeError(f"SCIM PATCH answered {reply.status_code}: {reply.text[:300]}")
+    return took
+
+
+def memory(
+    dbs: world.Databases, kind: str, workdir: Path, pending: int, seconds: float
+) -> dict[str, Any]:
+    """Peak RSS of the bridge working through `pending` rows while COR refuses connections."""
+    with dbs.fresh(kind) as url:
+        world.seed_pending(url, pending, "mem", world.DRAIN_GROUP)
+        nowhere = f"http://127.0.0.1:{procs.free_port()}/sandbox/cor"
+        with running(procs.bridge(workdir, url, nowhere), "/healthz") as bridge:
+            deadline = time.monotonic() + seconds
+            with httpx.Client(base_url=bridge.url, timeout=30) as http:
+                while time.monotonic() < deadline:
+                    http.get("/readyz")
+                    http.get("/metrics")
+                    time.sleep(1)
+            hwm, rss = procs.peak_rss_mb(bridge.pid)
+        tried = _count(url, "SELECT count(*) FROM jobs WHERE attempts > 0")
+    return {"pending": pending, "hwm_mb": hwm, "rss_mb": rss, "tried": tried, "seconds": seconds}
+
+
+def ceiling_sweep(workdir: Path, size: dict[str, Any]) -> list[ingest.WrkResult]:
+    with running(procs.ceiling(workdir), "/healthz") as bare:
+        return ingest_sweep(bare, size["sizes"], size["conns"], size["seconds"])
