@@ -594,7 +594,11 @@ async def test_a_regrant_during_delivery_stops_the_retry_not_the_call(
     async with slow.client() as http:
         worker = Worker(db, CorClient(http, API_URL, StaticToken(STATIC)), NO_BACKOFF)
         delivery = asyncio.create_task(worker.run_once())
-        await asyncio.sleep(0.1)  # the detach is in flight
+        for _ in range(500):  # until the detach is in flight
+            if slow.in_flight:
+                break
+            await asyncio.sleep(0.01)
+        assert slow.in_flight == 1
         with db.begin() as conn:
             [added] = accept_changes(
                 conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0
