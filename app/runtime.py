@@ -19,6 +19,7 @@ from app.mapping import Mapping
 from app.settings import Settings
 from app.store import Database
 from app.store.batch import GroupCommit
+from app.store.db import serialize_intake
 from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,8 @@ class Bridge:
         self.worker: Worker | None = None
         self.auth_failures = FailureLimiter(settings.bridge_auth_failures_per_minute)
         # Requests that arrive together share a transaction and its commit (one disk flush).
-        self.commits = GroupCommit(db)
+        # Each takes intake's turn first: a SCIM request locks rows before its intake does.
+        self.commits = GroupCommit(db, first=serialize_intake)
 
     @property
     def mapping(self) -> Mapping:

@@ -31,9 +31,20 @@ class GroupCommit:
     """Runs pieces of work in shared transactions of at most `max_weight` (the pieces' weights
     summed: intake weighs a request by its changes, so a batch of big requests stays short)."""
 
-    def __init__(self, db: Database, max_weight: int = 200) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_weight: int = 200,
+        first: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.db = db
         self.max_weight = max_weight
+        # Run at the start of every shared transaction, before any piece: a lock every piece
+        # would take anyway (intake's turn) is then taken before any row lock, and held by the
+        # transaction itself, so a piece rolled back to its savepoint does not drop it.
+        # Taken later, by the second piece, it would come after the first piece's row locks:
+        # the order two transactions can deadlock on.
+        self.first = first
         self._queue: list[tuple[Work, asyncio.Future[Any], int]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -84,11 +95,15 @@ class GroupCommit:
         if len(works) == 1:  # no savepoint needed
             try:
                 with self.db.begin() as conn:
+                    if self.first is not None:
+                        self.first(conn)
                     return [(True, works[0](conn))]
             except Exception as exc:
                 return [(False, exc)]
         outcomes: list[Outcome] = []
         with self.db.begin() as conn:
+            if self.first is not None:
+                self.first(conn)
             for work in works:
                 try:
                     with conn.begin_nested():

@@ -27,7 +27,9 @@ def serialize_intake(conn: Connection) -> None:
     read. SQLite runs one writer at a time (BEGIN IMMEDIATE); PostgreSQL at READ COMMITTED
     would let two removals of one user from two groups each see the other group as still
     granting a workspace, and nobody would detach it. Anything else that looks for an open
-    job and then makes one pending (a replay) takes the same turn.
+    job and then makes one pending (a replay) takes the same turn. Take it before any row
+    lock of the transaction (GroupCommit's `first`): a transaction that holds a row and then
+    waits for the turn deadlocks with one that holds the turn and waits for that row.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INTAKE_LOCK})

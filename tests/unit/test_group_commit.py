@@ -70,3 +70,47 @@ async def test_batches_stay_within_their_weight(db):
     light = [commits.run(insert(40 + i)) for i in range(3)]
     await asyncio.gather(*light)
     assert sizes[4:] == [3]
+
+
+async def test_first_runs_once_per_transaction_before_any_piece_and_outlives_a_rollback(db):
+    """Intake's turn is taken before any piece's row locks: taken by a later piece, it would
+    come after an earlier piece's row locks, and two replicas could deadlock (seen: a SCIM
+    PATCH holding its group's row waited for the turn held by a transaction that waited for
+    that row)."""
+    seen: list[str] = []
+
+    def first(conn) -> None:
+        seen.append("first")
+        if db.dialect == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242)")
+
+    def held(conn) -> bool:
+        if db.dialect != "postgresql":
+            return True
+        found = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+            " AND pid = pg_backend_pid()"
+        )
+        return bool(found.scalar_one())
+
+    def piece(name: str, fail: bool = False):
+        def work(conn):
+            seen.append(name)
+            assert held(conn), f"{name}: the lock taken first is gone"
+            if fail:
+                raise ValueError("refused")
+            return name
+
+        return work
+
+    commits = GroupCommit(db, first=first)
+    results = await asyncio.gather(
+        commits.run(piece("a")),
+        commits.run(piece("b", fail=True)),
+        commits.run(piece("c")),
+        return_exceptions=True,
+    )
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ValueError)
+    assert seen[0] == "first" and seen.count("first") <= 2  # one per shared transaction
+    assert [s for s in seen if s != "first"] == ["a", "b", "c"]
