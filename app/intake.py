@@ -22,6 +22,7 @@ from app.mapping import Mapping
 from app.store import events as event_store
 from app.store import jobs as job_store
 from app.store import memberships as membership_store
+from app.store.db import serialize_intake
 from app.store.events import NewEvent
 from app.store.memberships import Membership
 
@@ -46,9 +47,12 @@ def accept_changes(
 ) -> list[Decision]:
     """Apply the rules to every item, oldest first; decisions come back in input order.
 
-    The caller commits the transaction.
+    The caller commits the transaction. Intake's turn is taken here, once (on PostgreSQL; a
+    caller that locks rows first takes it before them: see serialize_intake).
     """
     given = list(items)
+    if given:
+        serialize_intake(conn)
     decisions: dict[int, Decision] = {}
     for index in sorted(range(len(given)), key=lambda i: (given[i].occurred_at, given[i].event_id)):
         decisions[index] = _accept_one(conn, mapping, given[index], now, delay)

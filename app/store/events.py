@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
-from app.store.db import insert_ignoring_conflicts, serialize_intake
+from app.store.db import insert_ignoring_conflicts
 from app.store.schema import events
 
 
@@ -31,9 +31,8 @@ class NewEvent:
 def record_event(conn: Connection, new: NewEvent) -> int | None:
     """Insert the event; None when this (provider, source event id) was seen before.
 
-    Intake starts every event here, so this is where it waits its turn (serialize_intake).
+    The caller holds intake's turn (`accept_changes` takes it).
     """
-    serialize_intake(conn)
     row = conn.execute(
         _insert_event(conn),
         {
