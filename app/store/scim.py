@@ -75,6 +75,20 @@ def get_resource(
     return _row(kind, found) if found is not None else None
 
 
+def get_resources(
+    conn: Connection, kind: str, ids: Iterable[str], *, lock: bool = False
+) -> dict[str, Row]:
+    """Those of `ids` that exist, by id; `lock` as in get_resource (taken in id order)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    table = _table(kind)
+    query = select(table).where(table.c.id.in_(wanted)).order_by(table.c.id)
+    if lock:
+        query = query.with_for_update()
+    return {r.id: _row(kind, r) for r in conn.execute(query)}
+
+
 def list_resources(
     conn: Connection, kind: str, *, column: str | None = None, value: str | None = None
 ) -> list[Row]:
@@ -154,6 +168,19 @@ def user_group_ids(conn: Connection, user_id: str) -> set[str]:
     """The ids of the groups a user is in."""
     query = select(scim_members.c.group_id).where(scim_members.c.user_id == user_id)
     return set(conn.scalars(query))
+
+
+def groups_of(conn: Connection, user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """Per user, the ids of the groups they are in (user_group_ids for many at once)."""
+    wanted = sorted(set(user_ids))
+    found: dict[str, set[str]] = {u: set() for u in wanted}
+    if wanted:
+        query = select(scim_members.c.user_id, scim_members.c.group_id).where(
+            scim_members.c.user_id.in_(wanted)
+        )
+        for user_id, group_id in conn.execute(query):
+            found[user_id].add(group_id)
+    return found
 
 
 def existing_user_ids(conn: Connection, ids: Iterable[str]) -> set[str]:

@@ -179,11 +179,23 @@ class SqlStorage(ScimStorage):
             self.conn, group_id, {u: d for u, d in wanted.items() if u in known}
         )
         group = self._stored(GROUPS, group_id)
+        # Read in bulk what each change needs (Entra removes 100 members a PATCH): the users,
+        # and for each one removed the groups they are still in (the still-granted rule).
+        users = scim_store.get_resources(self.conn, USERS, removed | added, lock=self.lock)
+        left_in = scim_store.groups_of(self.conn, removed)
+        groups = scim_store.get_resources(
+            self.conn, GROUPS, set().union(*left_in.values()), lock=self.lock
+        )
         for kind, user_ids in ((ChangeKind.removed, removed), (ChangeKind.added, added)):
             for user_id in sorted(user_ids):
-                user = self._stored(USERS, user_id)
+                user = users[user_id]
                 # An inactive user already lost every group; reactivation rejoins the ones held.
-                if user.active:
+                if not user.active:
+                    continue
+                if kind is ChangeKind.removed:
+                    still = [groups[g] for g in sorted(left_in[user_id])]
+                    self._record(kind, user, group, still)
+                else:
                     self._record(kind, user, group)
 
     def _note_activity(self, before: Row, after: Resource[Any]) -> None:
