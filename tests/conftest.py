@@ -10,6 +10,7 @@ import pytest
 
 from app.mapping import Mapping, parse_mapping
 from app.store import Database
+from tests.graph_standin import StandinServer, serve_standin
 from tests.postgres import PostgresServer, find_bindir, why_unavailable
 
 ENGINES = ["sqlite", "postgresql"]
@@ -86,6 +87,13 @@ def db(database_url: str) -> Iterator[Database]:
     database.migrate()
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="module")
+def standin_server() -> Iterator[StandinServer]:
+    """The Microsoft Graph stand-in on loopback HTTP, one per test module (`reset()` it)."""
+    with serve_standin() as server:
+        yield server
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

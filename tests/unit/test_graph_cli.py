@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.graph_standin import StandinServer, invoke_cli, serve_standin
+from tests.graph_standin import StandinServer, invoke_cli
 
 GROUP = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
 BY_NAME = f"""
@@ -17,12 +16,6 @@ groups:
   - {{provider: entra, group_id: {GROUP}, workspaces: [WS-ENG]}}
   - {{provider: entra, group_name: Finance, workspaces: [WS-FIN]}}
 """
-
-
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[StandinServer]:
-    with serve_standin() as server:
-        yield server
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,15 +11,9 @@ import pytest
 from app.changes import GroupRef, UserRef
 from app.errors import PermanentError, RetryableError
 from app.graph.client import GraphClient, GraphCredentials, GraphNotFoundError
-from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer, serve_standin
+from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 ENG = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
-
-
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[StandinServer]:
-    with serve_standin() as server:
-        yield server
 
 
 @pytest.fixture

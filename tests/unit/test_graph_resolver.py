@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from app.store import graph as graph_store
 from app.store import jobs as job_store
 from app.store.graph import NewInboxEntry
 from app.tables import MappingHolder
-from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer, serve_standin
+from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 ONCALL = "0bc7d487-fd6f-41a0-8362-71ec81074f11"  # WS-ENG, WS-ONCALL (by id)
 ENGINEERING = "e0000000-0000-0000-0000-00000000e001"  # WS-ENG (by name)
@@ -47,12 +47,6 @@ groups:
     group_name: Finance
     workspaces: [WS-FIN]
 """
-
-
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[StandinServer]:
-    with serve_standin() as server:
-        yield server
 
 
 @pytest.fixture

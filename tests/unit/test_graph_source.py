@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from app.errors import ConfigError
 from app.store import Database
 from app.store import graph as graph_store
 from tests.builders import load_fixture
-from tests.graph_standin import StandinServer, serve_standin
+from tests.graph_standin import StandinServer
 from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
 
 STATE = "graph-client-state-for-tests"
@@ -34,12 +34,6 @@ groups:
     group_id: {GROUP}
     workspaces: [WS-ENG, WS-ONCALL]
 """
-
-
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[StandinServer]:
-    with serve_standin() as server:
-        yield server
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -14,16 +14,10 @@ from app.mapping import parse_mapping
 from app.settings import Settings
 from app.store import Database
 from app.store import graph as graph_store
-from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer, serve_standin
+from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 GROUP = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[StandinServer]:
-    with serve_standin() as server:
-        yield server
 
 
 @pytest.fixture
