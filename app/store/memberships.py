@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
 
 from app.store.schema import memberships
 
@@ -73,28 +73,19 @@ _INSERT = insert(memberships)
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:
     """The groups the user is currently in, as far as the bridge knows."""
-    rows = conn.execute(
-        select(memberships)
-        .where(
-            memberships.c.provider == provider,
-            memberships.c.user_id == user_id,
-            memberships.c.member.is_(True),
-        )
-        .order_by(memberships.c.group_id)
-    )
-    return [_from_row(r) for r in rows]
+    return _user_pairs(conn, provider, user_id, memberships.c.member.is_(True))
 
 
 def list_left_at(conn: Connection, provider: str, user_id: str, at: datetime) -> list[Membership]:
     """The groups the user left at exactly `at` and has not rejoined or left again since."""
-    rows = conn.execute(
-        select(memberships)
-        .where(
-            memberships.c.provider == provider,
-            memberships.c.user_id == user_id,
-            memberships.c.member.is_(False),
-            memberships.c.changed_at == at,
-        )
-        .order_by(memberships.c.group_id)
-    )
-    return [_from_row(r) for r in rows]
+    left = (memberships.c.member.is_(False), memberships.c.changed_at == at)
+    return _user_pairs(conn, provider, user_id, *left)
+
+
+def _user_pairs(
+    conn: Connection, provider: str, user_id: str, *where: ColumnElement[bool]
+) -> list[Membership]:
+    """The user's pairs that meet `where`, by group id."""
+    mine = (memberships.c.provider == provider, memberships.c.user_id == user_id)
+    query = select(memberships).where(*mine, *where).order_by(memberships.c.group_id)
+    return [_from_row(r) for r in conn.execute(query)]
