@@ -52,6 +52,8 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # httpx logs every request URL at INFO; keep it out of the way.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic narrates every start ("Context impl ..."); the bridge logs the revision itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class RequestContext:
