@@ -33,11 +33,18 @@ MAX_ID_BYTES = 1024
 def _indexable(value: str) -> str:
     if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         raise ValueError(f"longer than {MAX_ID_BYTES} bytes")
-    return value
+    return _without_nul(value)
+
+
+def _without_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL and stores U+FFFD instead (app/store/schema.py); doing it
+    # here makes what intake compares the same as what the store gives back, on either engine.
+    return value.replace("\x00", "\ufffd")
 
 
 Ident = Annotated[str, Field(min_length=1), AfterValidator(_indexable)]
 Name = Annotated[str, AfterValidator(_indexable)]
+EventId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_without_nul)]
 
 Provider = Literal["okta", "entra"]
 PROVIDERS: tuple[str, ...] = ("okta", "entra")
@@ -91,7 +98,7 @@ class MembershipChange(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     provider: Provider
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: EventId
     occurred_at: EventTime
     change: ChangeKind
     user: UserRef
@@ -119,7 +126,7 @@ class IgnoredEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     provider: Provider
-    event_id: str
+    event_id: Annotated[str, AfterValidator(_without_nul)]
     occurred_at: datetime
     kind: str
     reason: str

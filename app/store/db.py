@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 
 from app.errors import ConfigError
 from app.store.migrate import upgrade_schema
+
+T = TypeVar("T")
 
 # Keys of PostgreSQL advisory locks (held until the transaction ends).
 _MIGRATE_LOCK = 727274
@@ -49,6 +51,12 @@ def insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def chunked(values: Sequence[T], size: int = 1000) -> Iterator[Sequence[T]]:
+    """`values` in slices of `size`: an IN list stays far below either engine's bound limit."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
-from app.store.db import insert_ignoring_conflicts
+from app.store.db import chunked
 from app.store.schema import events
 
 
 @dataclass(frozen=True)
 class NewEvent:
-    """An event about to be recorded."""
+    """An event about to be recorded, with what intake decided for it."""
 
     provider: str
     source_event_id: str
@@ -26,70 +27,42 @@ class NewEvent:
     group_id: str | None = None
     group_name: str | None = None
     change: dict[str, Any] | None = None
+    decision: str = "received"
+    detail: list[str] = field(default_factory=list)
+    cor_user_id: str | None = None
 
 
-def record_event(conn: Connection, new: NewEvent) -> int | None:
-    """Insert the event; None when this (provider, source event id) was seen before.
-
-    The caller holds intake's turn (`accept_changes` takes it).
-    """
-    row = conn.execute(
-        _insert_event(conn),
-        {
-            "provider": new.provider,
-            "source_event_id": new.source_event_id,
-            "kind": new.kind,
-            "occurred_at": new.occurred_at,
-            "received_at": new.received_at,
-            "user_id": new.user_id,
-            "user_login": new.user_login,
-            "group_id": new.group_id,
-            "group_name": new.group_name,
-            "change": new.change,
-            "decision": "received",
-            "detail": [],
-        },
-    ).first()
-    return None if row is None else int(row[0])
-
-
-def set_decision(
-    conn: Connection,
-    event_id: int,
-    decision: str,
-    detail: list[str],
-    cor_user_id: str | None = None,
-) -> None:
-    """Record what intake decided for an event, and why."""
-    conn.execute(
-        _SET_DECISION,
-        {"b_id": event_id, "decision": decision, "detail": detail, "cor_user_id": cor_user_id},
-    )
-
-
-_INSERTS: dict[str, Any] = {}
-
-
-def _insert_event(conn: Connection) -> Any:
-    """The INSERT of a new event for this engine, built once (intake runs it for every event)."""
-    name = conn.dialect.name
-    if name not in _INSERTS:
-        _INSERTS[name] = (
-            insert_ignoring_conflicts(conn, events)
-            .on_conflict_do_nothing(index_elements=["provider", "source_event_id"])
-            .returning(events.c.id)
+def seen_events(conn: Connection, provider: str, source_event_ids: Collection[str]) -> set[str]:
+    """Of these source event ids of `provider`, the ones already recorded."""
+    seen: set[str] = set()
+    for chunk in chunked(sorted(source_event_ids)):
+        query = select(events.c.source_event_id).where(
+            events.c.provider == provider, events.c.source_event_id.in_(chunk)
         )
-    return _INSERTS[name]
+        seen.update(str(r[0]) for r in conn.execute(query))
+    return seen
 
 
-# Built once: intake sets a decision for every event.
-_SET_DECISION = update(events).where(events.c.id == bindparam("b_id"))
+def record_events(conn: Connection, rows: Sequence[NewEvent]) -> list[int]:
+    """Insert the events in one statement; their row ids, in order.
+
+    The caller holds intake's turn and asked `seen_events` first: an event recorded meanwhile
+    (something wrote events outside intake) fails the transaction on the unique key.
+    """
+    if not rows:
+        return []
+    query = insert(events).returning(events.c.id, sort_by_parameter_order=True)
+    values = [{f.name: getattr(new, f.name) for f in fields(NewEvent)} for new in rows]
+    return [int(r[0]) for r in conn.execute(query, values)]
 
 
-def event_time(conn: Connection, event_id: int) -> datetime | None:
-    """When the source says an event happened (by our row id)."""
-    found = conn.execute(select(events.c.occurred_at).where(events.c.id == event_id)).scalar()
-    return found if isinstance(found, datetime) else None
+def set_details(conn: Connection, details: Mapping[int, list[str]]) -> None:
+    """Overwrite the detail of these events (by row id): the ids of jobs written after them."""
+    if details:
+        conn.execute(_SET_DETAIL, [{"b_id": i, "detail": d} for i, d in details.items()])
+
+
+_SET_DETAIL = update(events).where(events.c.id == bindparam("b_id"))
 
 
 def last_time_of(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, text, update
 
-from app.store.schema import attempts, jobs
+from app.store.db import chunked, insert_ignoring_conflicts
+from app.store.schema import attempts, events, jobs
 
 PENDING, RUNNING, DONE, DEAD, CANCELLED = "pending", "running", "done", "dead", "cancelled"
 STATES = (PENDING, RUNNING, DONE, DEAD, CANCELLED)
@@ -48,49 +49,83 @@ def _job(row: Any) -> Job:
     )
 
 
-def enqueue_job(
-    conn: Connection,
-    *,
-    cor_user_id: str,
-    source: str,
-    workspace: str,
-    provider: str,
-    event_id: int,
-    now: datetime,
-    due: datetime,
-) -> tuple[int, bool]:
-    """Queue a detach; joins an already pending one. Returns (job id, created)."""
-    key = {"b_user": cor_user_id, "b_source": source, "b_workspace": workspace}
-    pending = conn.execute(_PENDING_JOB, key).first()
-    if pending is not None:
-        return int(pending[0]), False
-    job_id = conn.execute(
-        _INSERT_JOB,
-        {
-            "cor_user_id": cor_user_id,
-            "source": source,
-            "workspace": workspace,
-            "provider": provider,
-            "event_id": event_id,
-            "state": PENDING,
-            "attempts": 0,
-            "solo": False,
-            "created_at": now,
-            "updated_at": now,
-            "next_attempt_at": due,
-        },
-    ).scalar_one()
-    return int(job_id), True
+@dataclass(frozen=True)
+class NewJob:
+    """A job about to be written (intake writes a call's jobs together)."""
+
+    cor_user_id: str
+    source: str
+    workspace: str
+    provider: str
+    event_id: int
+    created_at: datetime
+    next_attempt_at: datetime
+    state: str = PENDING
+    last_message: str | None = None
 
 
-# Intake runs these for every removal: built once, so each call only binds its values.
-_PENDING_JOB = select(jobs.c.id).where(
-    jobs.c.cor_user_id == bindparam("b_user"),
-    jobs.c.source == bindparam("b_source"),
-    jobs.c.workspace == bindparam("b_workspace"),
-    jobs.c.state == PENDING,
-)
-_INSERT_JOB = insert(jobs).returning(jobs.c.id)
+def insert_jobs(conn: Connection, new: Sequence[NewJob]) -> list[int | None]:
+    """Write the jobs in one statement; the id of each, or None for a pending one whose
+    detach is already pending (the outbox keeps one pending job per detach: join that one)."""
+    if not new:
+        return []
+    query = (
+        insert_ignoring_conflicts(conn, jobs)
+        .on_conflict_do_nothing(
+            index_elements=["cor_user_id", "source", "workspace"],
+            index_where=text("state = 'pending'"),  # uq_jobs_pending
+        )
+        .returning(jobs.c.id, jobs.c.event_id, jobs.c.workspace)
+    )
+    rows = [{**asdict(j), "attempts": 0, "solo": False, "updated_at": j.created_at} for j in new]
+    written = {(int(e), str(w)): int(i) for i, e, w in conn.execute(query, rows)}
+    return [written.get((j.event_id, j.workspace)) for j in new]
+
+
+def pending_job_id(conn: Connection, cor_user_id: str, source: str, workspace: str) -> int | None:
+    """The pending job of this detach, if there is one."""
+    found = conn.execute(
+        select(jobs.c.id).where(
+            jobs.c.cor_user_id == cor_user_id,
+            jobs.c.source == source,
+            jobs.c.workspace == workspace,
+            jobs.c.state == PENDING,
+        )
+    ).scalar()
+    return None if found is None else int(found)
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """A pending or running job, as intake weighs it against a re-grant."""
+
+    id: int
+    cor_user_id: str
+    source: str
+    workspace: str
+    state: str
+    event_time: datetime  # when the change that queued it happened
+
+
+def open_jobs_of(conn: Connection, cor_user_ids: Collection[str]) -> list[OpenJob]:
+    """The pending and running jobs of these COR users, oldest first."""
+    found: list[OpenJob] = []
+    for chunk in chunked(sorted(cor_user_ids)):
+        query = (
+            select(
+                jobs.c.id,
+                jobs.c.cor_user_id,
+                jobs.c.source,
+                jobs.c.workspace,
+                jobs.c.state,
+                events.c.occurred_at,
+            )
+            .join(events, events.c.id == jobs.c.event_id)
+            .where(jobs.c.cor_user_id.in_(chunk), jobs.c.state.in_((PENDING, RUNNING)))
+            .order_by(jobs.c.id)
+        )
+        found += [OpenJob(*row) for row in conn.execute(query)]
+    return found
 
 
 def find_open_jobs(conn: Connection, cor_user_id: str, source: str, workspace: str) -> list[Job]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, select
 
+from app.store.db import chunked, insert_ignoring_conflicts
 from app.store.schema import memberships
 
 
@@ -36,56 +38,38 @@ def _from_row(row: Any) -> Membership:
     )
 
 
-def get_membership(
-    conn: Connection, provider: str, user_id: str, group_id: str
-) -> Membership | None:
-    """The pair as last seen, or None."""
-    key = {"b_provider": provider, "b_user": user_id, "b_group": group_id}
-    row = conn.execute(_GET, key).first()
-    return _from_row(row) if row is not None else None
+def memberships_of(conn: Connection, provider: str, user_ids: Collection[str]) -> list[Membership]:
+    """Every pair of these users, in a group or not."""
+    found: list[Membership] = []
+    for chunk in chunked(sorted(user_ids)):
+        query = select(memberships).where(
+            memberships.c.provider == provider, memberships.c.user_id.in_(chunk)
+        )
+        found += [_from_row(r) for r in conn.execute(query)]
+    return found
 
 
-def put_membership(conn: Connection, m: Membership) -> None:
-    """Insert or overwrite the pair."""
-    values = {
-        "group_name": m.group_name,
-        "member": m.member,
-        "changed_at": m.changed_at,
-        "user": m.user,
-    }
-    key = {"b_provider": m.provider, "b_user": m.user_id, "b_group": m.group_id}
-    done = conn.execute(_UPDATE, {**key, **values})
-    if done.rowcount == 0:
-        pair = {"provider": m.provider, "user_id": m.user_id, "group_id": m.group_id}
-        conn.execute(_INSERT, {**pair, **values})
-
-
-# Intake runs these for every change: built once, so each call only binds its values.
-_PAIR = (
-    memberships.c.provider == bindparam("b_provider"),
-    memberships.c.user_id == bindparam("b_user"),
-    memberships.c.group_id == bindparam("b_group"),
-)
-_GET = select(memberships).where(*_PAIR)
-_UPDATE = update(memberships).where(*_PAIR)
-_INSERT = insert(memberships)
+def put_memberships(conn: Connection, pairs: Collection[Membership]) -> None:
+    """Insert or overwrite these pairs (each at most once), in one statement."""
+    if not pairs:
+        return
+    query = insert_ignoring_conflicts(conn, memberships)
+    query = query.on_conflict_do_update(
+        index_elements=["provider", "user_id", "group_id"],
+        set_={c: query.excluded[c] for c in ("group_name", "member", "changed_at", "user")},
+    )
+    conn.execute(query, [asdict(m) for m in pairs])
 
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:
-    """The groups the user is currently in, as far as the bridge knows."""
-    return _user_pairs(conn, provider, user_id, memberships.c.member.is_(True))
-
-
-def list_left_at(conn: Connection, provider: str, user_id: str, at: datetime) -> list[Membership]:
-    """The groups the user left at exactly `at` and has not rejoined or left again since."""
-    left = (memberships.c.member.is_(False), memberships.c.changed_at == at)
-    return _user_pairs(conn, provider, user_id, *left)
-
-
-def _user_pairs(
-    conn: Connection, provider: str, user_id: str, *where: ColumnElement[bool]
-) -> list[Membership]:
-    """The user's pairs that meet `where`, by group id."""
-    mine = (memberships.c.provider == provider, memberships.c.user_id == user_id)
-    query = select(memberships).where(*mine, *where).order_by(memberships.c.group_id)
+    """The groups the user is currently in, as far as the bridge knows, by group id."""
+    query = (
+        select(memberships)
+        .where(
+            memberships.c.provider == provider,
+            memberships.c.user_id == user_id,
+            memberships.c.member.is_(True),
+        )
+        .order_by(memberships.c.group_id)
+    )
     return [_from_row(r) for r in conn.execute(query)]

@@ -22,6 +22,7 @@ from app.store import Database
 from app.store import events as event_store
 from app.store import jobs as job_store
 from app.store.events import NewEvent
+from app.store.jobs import NewJob
 from tests.builders import load_fixture
 from tests.fake_cor import API_URL, Detach, FakeCor, cor_error
 
@@ -83,23 +84,13 @@ def enqueue(
 ) -> list[int]:
     """Queue detach jobs straight into the outbox, with the event row they hang off."""
     with db.begin() as conn:
-        event_id = event_store.record_event(
-            conn, NewEvent("okta", f"ev-{next(_seq)}", "removed", at, at, user_login=user)
-        )
-        assert event_id is not None
-        return [
-            job_store.enqueue_job(
-                conn,
-                cor_user_id=user,
-                source=source,
-                workspace=ws,
-                provider="okta",
-                event_id=event_id,
-                now=at,
-                due=due or at,
-            )[0]
+        new = NewEvent("okta", f"ev-{next(_seq)}", "removed", at, at, user_login=user)
+        [event_id] = event_store.record_events(conn, [new])
+        queued = [
+            NewJob(user, source, ws, "okta", event_id, created_at=at, next_attempt_at=due or at)
             for ws in workspaces
         ]
+        return [job_id for job_id in job_store.insert_jobs(conn, queued) if job_id is not None]
 
 
 def job(db: Database, job_id: int) -> dict[str, Any]:

@@ -1,0 +1,331 @@
+"""The rules: what each membership change means for COR, decided in time order.
+
+The rules, in the order they apply to each change (oldest `occurred_at` first):
+dedupe by (provider, source event id); ignore a change older than what is already
+known for that (user, group); look the group up in the mapping (unmapped: recorded,
+not sent); an `added` cancels pending detaches of the workspaces it grants; a
+`removed` keeps every workspace another current group of the user still grants and
+queues one job per (COR user, workspace) for the rest. They read and write the call's
+Ledger, which reads and writes the database in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
+from app.errors import ConfigError
+from app.intake.ledger import EventRef, Ledger, Line, Queued
+from app.mapping import Mapping
+from app.store.db import serialize_intake
+from app.store.events import NewEvent
+from app.store.memberships import Membership
+
+Outcome = tuple[str, list[Any]]  # (decision, detail lines)
+
+
+@dataclass
+class Decision:
+    """What intake did with one event, and why."""
+
+    event_id: str
+    decision: str
+    detail: list[str] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
+
+
+def accept_changes(
+    conn: Connection,
+    mapping: Mapping,
+    items: Iterable[MembershipChange | IgnoredEvent],
+    *,
+    now: datetime,
+    delay: timedelta = timedelta(0),
+) -> list[Decision]:
+    """Apply the rules to every item, oldest first; decisions come back in input order.
+
+    The caller commits the transaction. Intake's turn is taken here, once (on PostgreSQL; a
+    caller that locks rows first takes it before them: see serialize_intake).
+    """
+    given = list(items)
+    if not given:
+        return []
+    serialize_intake(conn)
+    cor_users = [_cor_user_id(mapping, item) for item in given]
+    ledger = Ledger(conn, given, {c for c in cor_users if isinstance(c, str)})
+    events: dict[int, EventRef | None] = {}
+    for index in sorted(range(len(given)), key=lambda i: (given[i].occurred_at, given[i].event_id)):
+        item, cor_user_id = given[index], cor_users[index]
+        event = events[index] = ledger.record(_new_event(item, now))
+        if event is None:
+            continue
+        if isinstance(item, IgnoredEvent):
+            event.decision, event.detail = "ignored", [item.reason]
+        elif isinstance(cor_user_id, ConfigError):
+            event.decision = "unresolved"
+            event.detail = [f"no COR user id: {cor_user_id.reason}"]
+        elif isinstance(cor_user_id, str):
+            event.cor_user_id = cor_user_id
+            turn = Turn(ledger, mapping, item, event, cor_user_id, now, delay)
+            event.decision, event.detail = _decide(turn)
+    ledger.flush()
+    return [_decision(item.event_id, events[i]) for i, item in enumerate(given)]
+
+
+def _cor_user_id(
+    mapping: Mapping, item: MembershipChange | IgnoredEvent
+) -> str | ConfigError | None:
+    if isinstance(item, IgnoredEvent):
+        return None
+    try:
+        return item.cor_user_id or mapping.cor_user_id(item.provider, item.user)
+    except ConfigError as exc:
+        return exc
+
+
+def _decision(event_id: str, event: EventRef | None) -> Decision:
+    if event is None:
+        return Decision(event_id, "duplicate", ["seen before"])
+    job_ids = [j.id for j in event.jobs if j.id is not None]
+    return Decision(event_id, event.decision, [str(d) for d in event.detail], job_ids)
+
+
+@dataclass
+class Turn:
+    """One change on its way through the rules, with the call's ledger."""
+
+    ledger: Ledger
+    mapping: Mapping
+    change: MembershipChange
+    event: EventRef
+    cor_user_id: str
+    now: datetime
+    delay: timedelta
+
+    def known(self, change: MembershipChange) -> Membership | None:
+        """What the bridge last saw of this (user, group), if anything."""
+        assert change.group is not None
+        return self.ledger.membership(change.provider, change.user.id, change.group.id)
+
+    def remember(self, change: MembershipChange, member: bool) -> None:
+        assert change.group is not None
+        self.ledger.put(
+            Membership(
+                provider=change.provider,
+                user_id=change.user.id,
+                group_id=change.group.id,
+                group_name=change.group.name,
+                member=member,
+                changed_at=change.occurred_at,
+                user=change.user.model_dump(exclude_none=True),
+            )
+        )
+
+
+def _decide(t: Turn) -> Outcome:
+    if t.change.workspaces is not None:
+        return "queued", [
+            "operator asked to detach these workspaces",
+            *_queue(t, t.change.workspaces),
+        ]
+    if t.change.change is ChangeKind.added:
+        return _grant(t, t.change)
+    if t.change.change is ChangeKind.removed:
+        return _revoke(t)
+    if t.change.change is ChangeKind.user_reactivated:
+        return _reactivate(t)
+    return _deactivate(t)
+
+
+def _new_event(item: MembershipChange | IgnoredEvent, now: datetime) -> NewEvent:
+    user, group = item.user, item.group
+    is_change = isinstance(item, MembershipChange)
+    return NewEvent(
+        provider=item.provider,
+        source_event_id=item.event_id,
+        kind=item.change.value if isinstance(item, MembershipChange) else item.kind,
+        occurred_at=item.occurred_at,
+        received_at=now,
+        user_id=user.id if user else None,
+        user_login=_login(user) if user else None,
+        group_id=group.id if group else None,
+        group_name=group.name if group else None,
+        change=item.model_dump(mode="json") if is_change else None,
+    )
+
+
+def _login(user: UserRef) -> str | None:
+    return user.login or user.userName or user.email
+
+
+def _is_newer(known: Membership | None, change: MembershipChange) -> bool:
+    return known is not None and known.changed_at > change.occurred_at
+
+
+def _revoked_workspaces(
+    mapping: Mapping, change: MembershipChange, known: Membership | None
+) -> tuple[str, ...]:
+    """What the group grants now, plus what it granted under the name the user joined it by."""
+    assert change.group is not None
+    workspaces = mapping.workspaces_for(change.provider, change.group)
+    if known is not None and known.member and known.group_name != change.group.name:
+        # A renamed group still took away what it gave: match the old name too.
+        former = mapping.workspaces_for(change.provider, _group_ref(known))
+        workspaces += tuple(w for w in former if w not in workspaces)
+    return workspaces
+
+
+def _grant(t: Turn, change: MembershipChange) -> Outcome:
+    assert change.group is not None
+    known = t.known(change)
+    if known is not None and _is_newer(known, change):
+        return "superseded", [_superseded_text(known)]
+    t.remember(change, member=True)
+    workspaces = t.mapping.workspaces_for(change.provider, change.group)
+    if not workspaces:
+        return "unmapped", [f"{_group_text(change)} maps to no workspace"]
+    source = t.mapping.cor_source(change.provider)
+    detail: list[Any] = []
+    for workspace in workspaces:
+        for job in t.ledger.open_jobs((t.cor_user_id, source, workspace)):
+            if job.event_time > change.occurred_at:
+                # An add that happened before the removal (or deactivation) arrived late.
+                detail.append(Line("kept job {} ({}): its removal is newer", job, workspace))
+                continue
+            reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
+            called_off = t.ledger.cancel(job, t.now, reason)
+            if called_off == "cancelled":
+                detail.append(Line("cancelled job {} ({}): {}", job, workspace, reason))
+            elif called_off == "asked":
+                text = "job {} ({}) is being delivered; it will not be retried"
+                detail.append(Line(text, job, workspace))
+    if not detail:
+        detail.append(f"member of {_group_text(change)}; grants {', '.join(workspaces)}")
+    return "granted", detail
+
+
+def _revoke(t: Turn) -> Outcome:
+    change = t.change
+    known = t.known(change)
+    if known is not None and _is_newer(known, change):
+        return "superseded", [_superseded_text(known)]
+    t.remember(change, member=False)
+    workspaces = _revoked_workspaces(t.mapping, change, known)
+    if not workspaces:
+        return "unmapped", [f"{_group_text(change)} maps to no workspace"]
+    still = _still_granted(t)
+    detail: list[Any] = []
+    to_detach = []
+    for workspace in workspaces:
+        if workspace in still:
+            detail.append(f"kept {workspace}: still granted by {still[workspace]}")
+        else:
+            to_detach.append(workspace)
+    if not to_detach:
+        return "kept", detail
+    return "queued", detail + _queue(t, to_detach)
+
+
+def _deactivate(t: Turn) -> Outcome:
+    change = t.change
+    groups = t.ledger.user_groups(change.provider, change.user.id)
+    current = [g for g in groups if g.changed_at <= change.occurred_at]
+    if not current:
+        nothing = (
+            "deactivated; the bridge knows of no group this user is still in: nothing to detach"
+        )
+        return "no_known_groups", [nothing]
+    workspaces: list[str] = []
+    detail: list[Any] = []
+    for m in current:
+        t.ledger.put(replace(m, member=False, changed_at=change.occurred_at))
+        granted = t.mapping.workspaces_for(change.provider, _group_ref(m))
+        detail.append(f"left {_membership_text(change.provider, m)} by deactivation")
+        workspaces += [w for w in granted if w not in workspaces]
+    if not workspaces:
+        detail.append("none of the user's groups maps to a workspace")
+        return "unmapped", detail
+    return "queued", detail + _queue(t, workspaces)
+
+
+def _reactivate(t: Turn) -> Outcome:
+    """Okta keeps a deactivated user's groups, so reactivation gives back the memberships the
+    latest deactivation closed (not groups left since): each as an add, which also cancels
+    a detach of theirs still waiting. COR access is not restored; that is not ours to do."""
+    change = t.change
+    kind = ChangeKind.user_deactivated.value
+    deactivated = t.ledger.last_time_of(change.provider, change.user.id, kind, change.occurred_at)
+    closed = [
+        m
+        for m in t.ledger.pairs(change.provider, change.user.id)
+        if deactivated is not None and not m.member and m.changed_at == deactivated
+    ]
+    if not closed:
+        nothing = "reactivated; the bridge knows of no group a deactivation took: nothing to rejoin"
+        return "no_known_groups", [nothing]
+    detail: list[Any] = []
+    for m in closed:
+        rejoin = change.model_copy(update={"change": ChangeKind.added, "group": _group_ref(m)})
+        _, granted = _grant(t, rejoin)
+        detail.append(f"rejoined {_membership_text(change.provider, m)}")
+        detail += granted
+    return "granted", detail
+
+
+def _queue(t: Turn, workspaces: Sequence[str]) -> list[Any]:
+    source = t.mapping.cor_source(t.change.provider)
+    lines: list[Any] = []
+    for workspace in workspaces:
+        key = (t.cor_user_id, source, workspace)
+        job, created = t.ledger.enqueue(key, t.event, t.now, t.now + t.delay)
+        lines.append(Queued(job, created, workspace, t.cor_user_id))
+        t.event.jobs.append(job)
+    return lines
+
+
+def _still_granted(t: Turn) -> dict[str, str]:
+    """Workspace -> a group the user is still in that grants it."""
+    change = t.change
+    assert change.group is not None
+    kept: dict[str, str] = {}
+    if change.member_of is not None:
+        # The IdP's current answer beats what the bridge happened to see. The group left is
+        # skipped all the same: its notification is newer than the IdP's eventually consistent read.
+        for group in change.member_of:
+            if group.id == change.group.id:
+                continue
+            for workspace in t.mapping.workspaces_for(change.provider, group):
+                name = f" ({group.name})" if group.name else ""
+                kept.setdefault(workspace, f"{change.provider} group {group.id}{name}, per the IdP")
+        return kept
+    for m in t.ledger.user_groups(change.provider, change.user.id):
+        if m.group_id == change.group.id:
+            continue
+        for workspace in t.mapping.workspaces_for(change.provider, _group_ref(m)):
+            kept.setdefault(workspace, _membership_text(change.provider, m))
+    return kept
+
+
+def _group_ref(m: Membership) -> GroupRef:
+    return GroupRef(id=m.group_id, name=m.group_name)
+
+
+def _group_text(change: MembershipChange) -> str:
+    assert change.group is not None
+    name = f" ({change.group.name})" if change.group.name else ""
+    return f"{change.provider} group {change.group.id}{name}"
+
+
+def _membership_text(provider: str, m: Membership) -> str:
+    name = f" ({m.group_name})" if m.group_name else ""
+    return f"{provider} group {m.group_id}{name}"
+
+
+def _superseded_text(newer: Membership) -> str:
+    state = "member" if newer.member else "not a member"
+    return f"older than what is known: {state} since {newer.changed_at.isoformat()}"
