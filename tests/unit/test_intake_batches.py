@@ -1,0 +1,170 @@
+"""Intake decides a call's changes in memory and writes them at the end (app/intake/ledger.py):
+a call of many changes must come out exactly as the same changes one call each, in time order.
+The same decisions and details, the same rows, the same job ids."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
+from app.intake import Decision, accept_changes
+from app.intake.ledger import Ledger
+from app.mapping import Mapping, parse_mapping
+from app.store import Database
+from app.store import events as event_store
+from app.store import jobs as job_store
+from app.store.events import NewEvent
+from app.store.jobs import NewJob
+from app.store.schema import events, jobs, memberships
+from tests.conftest import MAPPING
+
+T0 = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+OKTA_USERS = [
+    UserRef(id="00ujane", login="jane@acme.example"),
+    UserRef(id="00ujohn", login="john@acme.example"),
+]
+OKTA_GROUPS = [
+    GroupRef(id="00g8mo0l5wuTxmoIC0h7", name="eng-oncall"),  # WS-ENG, WS-ONCALL
+    GroupRef(id="00gplatform000000000", name="platform"),  # WS-ENG
+    GroupRef(id="00g9fin0l5wuTxmoIC0h", name="finance"),  # WS-FIN
+    GroupRef(id="00gnothing", name="book-club"),  # unmapped
+]
+# Entra maps by name: the same group under another name is the rename rule.
+ENTRA_USER = UserRef(id="e-jane", login="jane@acme.example")
+ENTRA_GROUPS = [GroupRef(id="g-fin", name="Finance"), GroupRef(id="g-fin", name="Finance 2027")]
+
+KINDS = [ChangeKind.added, ChangeKind.removed, ChangeKind.user_deactivated]
+KINDS.append(ChangeKind.user_reactivated)
+
+
+@st.composite
+def a_change(draw: st.DrawFn) -> MembershipChange:
+    entra = draw(st.booleans()) and draw(st.booleans())  # one in four
+    kind = draw(st.sampled_from(KINDS))
+    membership = kind in (ChangeKind.added, ChangeKind.removed)
+    groups = ENTRA_GROUPS if entra else OKTA_GROUPS
+    member_of = None
+    if kind is ChangeKind.removed and draw(st.booleans()) and draw(st.booleans()):
+        member_of = tuple(draw(st.lists(st.sampled_from(groups), max_size=2)))
+    return MembershipChange(
+        provider="entra" if entra else "okta",
+        # A small pool of ids: the same event twice, in one call or across calls.
+        event_id=f"ev-{draw(st.integers(0, 15))}",
+        occurred_at=T0 + timedelta(minutes=draw(st.integers(0, 4))),  # ties, reorderings
+        change=kind,
+        user=ENTRA_USER if entra else draw(st.sampled_from(OKTA_USERS)),
+        group=draw(st.sampled_from(groups)) if membership else None,
+        member_of=member_of,
+    )
+
+
+def _outcome(db: Database) -> dict[str, list[Any]]:
+    with db.begin() as conn:
+        return {
+            name: [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key))]
+            for name, table in (("events", events), ("jobs", jobs), ("memberships", memberships))
+        }
+
+
+def _fresh(folder: Path, name: str) -> Database:
+    db = Database(f"sqlite:///{folder}/{name}.db")
+    db.migrate()
+    return db
+
+
+def _in_time_order(items: list[MembershipChange]) -> list[int]:
+    return sorted(range(len(items)), key=lambda i: (items[i].occurred_at, items[i].event_id))
+
+
+def _one_call(db: Database, mapping: Mapping, items: list[MembershipChange]) -> list[Decision]:
+    with db.begin() as conn:
+        return accept_changes(conn, mapping, items, now=NOW)
+
+
+def _call_each(db: Database, mapping: Mapping, items: list[MembershipChange]) -> list[Decision]:
+    decisions: dict[int, Decision] = {}
+    for index in _in_time_order(items):
+        with db.begin() as conn:
+            [decisions[index]] = accept_changes(conn, mapping, [items[index]], now=NOW)
+    return [decisions[i] for i in range(len(items))]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(a_change(), min_size=1, max_size=8), min_size=1, max_size=3),
+)
+def test_a_call_of_many_changes_is_the_same_as_one_call_each(calls: list[list[Any]]) -> None:
+    mapping = parse_mapping(MAPPING, path="test-mapping.yaml")
+    with tempfile.TemporaryDirectory() as folder:
+        together, apart = _fresh(Path(folder), "together"), _fresh(Path(folder), "apart")
+        try:
+            for items in calls:  # several calls in a row: what one wrote, the next reads
+                assert _one_call(together, mapping, items) == _call_each(apart, mapping, items)
+            assert _outcome(together) == _outcome(apart)
+        finally:
+            together.dispose()
+            apart.dispose()
+
+
+def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping: Mapping):
+    """The worker does not take intake's turn: between the ledger's read and its write, a
+    failed try can put a detach back to pending. The new job joins it (one pending job per
+    detach) and the decision says so."""
+    removal = MembershipChange(
+        provider="okta",
+        event_id="rm-1",
+        occurred_at=T0,
+        change=ChangeKind.removed,
+        user=OKTA_USERS[0],
+        group=OKTA_GROUPS[2],
+    )
+    with db.begin() as conn:
+        ledger = Ledger(conn, [removal], {"jane@acme.example"})
+        event = ledger.record(NewEvent("okta", "rm-1", "removed", T0, NOW))
+        assert event is not None
+        key = ("jane@acme.example", "OKTA", "WS-FIN")
+        job, created = ledger.enqueue(key, event, NOW, NOW)
+        assert created
+        # Meanwhile, the worker (here: the same transaction) puts a retry back to pending.
+        [other] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
+        [twin] = job_store.insert_jobs(conn, [NewJob(*key, "okta", other, NOW, NOW)])
+        ledger.flush()
+        assert (job.id, job.created) == (twin, False)
+        rows = job_store.get_jobs(conn, job_store.select_job_ids(conn))
+    assert [(r["id"], r["state"]) for r in rows] == [(twin, "pending")]
+
+
+@pytest.mark.parametrize("arrival", ["remove first", "add first"])
+def test_a_job_queued_and_called_off_in_one_call_is_kept_as_cancelled(
+    db: Database, mapping: Mapping, arrival: str
+):
+    """Both decisions name the same job, by the id it got when written."""
+    removal, readd = (
+        MembershipChange(
+            provider="okta",
+            event_id=f"ev-{kind.value}",
+            occurred_at=T0 + timedelta(seconds=seconds),
+            change=kind,
+            user=OKTA_USERS[0],
+            group=OKTA_GROUPS[2],
+        )
+        for kind, seconds in ((ChangeKind.removed, 0), (ChangeKind.added, 5))
+    )
+    items = [removal, readd] if arrival == "remove first" else [readd, removal]
+    with db.begin() as conn:
+        decisions = {d.event_id: d for d in accept_changes(conn, mapping, items, now=NOW)}
+        [row] = job_store.get_jobs(conn, job_store.select_job_ids(conn))
+    queued, granted = decisions["ev-removed"], decisions["ev-added"]
+    assert queued.jobs == [row["id"]]
+    assert queued.detail == [f"queued job {row['id']}: detach WS-FIN from jane@acme.example"]
+    assert granted.detail[0].startswith(f"cancelled job {row['id']} (WS-FIN): re-granted by")
+    assert (row["state"], row["last_message"]) == ("cancelled", granted.detail[0].split(": ")[1])
