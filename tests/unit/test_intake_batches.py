@@ -98,7 +98,7 @@ def _call_each(db: Database, mapping: Mapping, items: list[MembershipChange]) ->
     return [decisions[i] for i in range(len(items))]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.lists(a_change(), min_size=1, max_size=8), min_size=1, max_size=3),
 )
