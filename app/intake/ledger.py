@@ -28,7 +28,7 @@ from app.store import events as event_store
 from app.store import jobs as job_store
 from app.store import memberships as membership_store
 from app.store.events import NewEvent
-from app.store.jobs import PENDING, RUNNING, NewJob
+from app.store.jobs import CANCELLED, PENDING, RUNNING, NewJob
 from app.store.memberships import Membership
 
 JobKey = tuple[str, str, str]  # (COR user, source, workspace): one detach
@@ -74,7 +74,7 @@ class Line:
 
 
 class Queued(Line):
-    """ "queued job N" or "joined pending job N": which one, the flush may still change."""
+    """Says "queued job N" or "joined pending job N": which, the flush may still change."""
 
     def __init__(self, job: JobRef, created: bool, workspace: str, cor_user_id: str) -> None:
         super().__init__("{} job {}: detach {} from {}", None, job, workspace, cor_user_id)
@@ -189,14 +189,12 @@ class Ledger:
         """Call off a job: "cancelled" when it was pending, "asked" when it is being
         delivered (it will not be retried), None when it is neither any more."""
         if job.new is not None:  # not written yet: it is written cancelled
-            job.state, job.new = (
-                "cancelled",
-                replace(job.new, state="cancelled", last_message=reason),
-            )
+            job.state = CANCELLED
+            job.new = replace(job.new, state=CANCELLED, last_message=reason)
             return "cancelled"
         assert job.id is not None
         if job_store.cancel_job(self.conn, job.id, now, reason):
-            job.state = "cancelled"
+            job.state = CANCELLED
             return "cancelled"
         if job_store.request_cancel(self.conn, job.id, now, reason):
             job.state = RUNNING
