@@ -6,11 +6,12 @@ open jobs of its COR users. The rules then read and write the ledger, each chang
 the ones before it did, and `flush` writes the outcome in a few multi-row statements: about
 seven round trips a call where there were about eight a change.
 
-The caller holds intake's turn (serialize_intake) from the reads to the commit, so nothing
-intake owns changes meanwhile. The worker does not take the turn: it may claim or settle an
-open job at any time. So a cancel is done on the spot, with the same fallback as always (ask a
-running job not to be retried), and a new pending job whose detach became pending meanwhile
-(a retry put back) joins that one instead.
+The caller holds intake's turn (serialize_intake) from the reads to the commit, and so does
+the worker when it puts a job back to pending, so no detach becomes pending meanwhile. But the
+worker claims and settles jobs without the turn: a job read as pending may be running by the
+time it is called off, so a cancel is done on the spot, with the fallback it always had (ask a
+running job not to be retried). Should a pending job appear all the same (something outside
+intake's turn), a new job for its detach joins it instead of failing the call.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ class Ledger:
             assert job.new is not None and job.event is not None and job.event.id is not None
             rows.append(replace(job.new, event_id=job.event.id))
         for job, job_id in zip(self._new_jobs, job_store.insert_jobs(self.conn, rows), strict=True):
-            if job_id is None:  # its detach became pending meanwhile (a retry): join that one
+            if job_id is None:  # its detach became pending meanwhile: join that one
                 job_id = job_store.pending_job_id(self.conn, *job.key)
                 if job_id is None:
                     raise RuntimeError(f"the pending job of {job.key} went away while joining it")

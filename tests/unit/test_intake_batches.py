@@ -116,9 +116,9 @@ def test_a_call_of_many_changes_is_the_same_as_one_call_each(calls: list[list[An
 
 
 def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping: Mapping):
-    """The worker does not take intake's turn: between the ledger's read and its write, a
-    failed try can put a detach back to pending. The new job joins it (one pending job per
-    detach) and the decision says so."""
+    """Should a detach become pending between the ledger's read and its write (the worker
+    takes intake's turn to do so, but nothing else enforces it), the new job joins it (one
+    pending job per detach) and the decision says so."""
     removal = MembershipChange(
         provider="okta",
         event_id="rm-1",
@@ -134,7 +134,7 @@ def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping:
         key = ("jane@acme.example", "OKTA", "WS-FIN")
         job, created = ledger.enqueue(key, event, NOW, NOW)
         assert created
-        # Meanwhile, the worker (here: the same transaction) puts a retry back to pending.
+        # Meanwhile (here: in the same transaction) the detach becomes pending.
         [other] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
         [twin] = job_store.insert_jobs(conn, [NewJob(*key, "okta", other, NOW, NOW)])
         ledger.flush()
