@@ -57,6 +57,9 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
         mapping = load_checked_mapping(settings)
         db = Database(settings.bridge_database_url)
         schema = await asyncio.to_thread(db.migrate)
+        if settings.scim_token is not None:
+            # Loading the SCIM schemas takes ~0.1 s: at start, not in the first IdP request.
+            await asyncio.to_thread(scim.scim_service)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, transport=app.state.cor_transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))

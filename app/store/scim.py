@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, exc, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exc,
+    insert,
+    select,
+    update,
+)
 
 from app.errors import InputError
 from app.store.schema import scim_groups, scim_members, scim_users
@@ -204,19 +214,62 @@ def set_group_members(
         )
     }
     removed, added = set(current) - set(wanted), set(wanted) - set(current)
+    redisplayed = {
+        user_id: wanted[user_id]
+        for user_id in set(wanted) & set(current)
+        if wanted[user_id] != current[user_id]
+    }
+    change_members(conn, group_id, removed, {u: wanted[u] for u in added}, redisplayed)
+    return removed, added
+
+
+def member_displays(
+    conn: Connection, group_id: str, user_ids: Iterable[str]
+) -> dict[str, str | None]:
+    """Those of `user_ids` that are in the group, with the display stored for each."""
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    query = select(scim_members.c.user_id, scim_members.c.display).where(
+        scim_members.c.group_id == group_id, scim_members.c.user_id.in_(wanted)
+    )
+    return {user_id: display for user_id, display in conn.execute(query)}
+
+
+def change_members(
+    conn: Connection,
+    group_id: str,
+    removed: Iterable[str],
+    added: dict[str, str | None],
+    redisplayed: dict[str, str | None],
+) -> None:
+    """Delete, insert and re-display some rows of one group (user id -> display)."""
     member = and_(scim_members.c.group_id == group_id)
-    if removed:
-        conn.execute(delete(scim_members).where(member, scim_members.c.user_id.in_(list(removed))))
+    gone = sorted(set(removed))
+    if gone:
+        conn.execute(delete(scim_members).where(member, scim_members.c.user_id.in_(gone)))
     if added:
         conn.execute(
             insert(scim_members),
-            [{"group_id": group_id, "user_id": u, "display": wanted[u]} for u in sorted(added)],
+            [{"group_id": group_id, "user_id": u, "display": added[u]} for u in sorted(added)],
         )
-    for user_id in set(wanted) & set(current):
-        if wanted[user_id] != current[user_id]:
-            conn.execute(
-                update(scim_members)
-                .where(member, scim_members.c.user_id == user_id)
-                .values(display=wanted[user_id])
-            )
-    return removed, added
+    if redisplayed:
+        conn.execute(
+            update(scim_members)
+            .where(member, scim_members.c.user_id == bindparam("member"))
+            .values(display=bindparam("shown")),
+            [{"member": u, "shown": redisplayed[u]} for u in sorted(redisplayed)],
+        )
+
+
+def touch_resource(
+    conn: Connection, kind: str, resource_id: str, now: datetime, expected_version: int
+) -> bool:
+    """A new version of a resource whose document is unchanged; False when its version moved."""
+    table = _table(kind)
+    statement = (
+        update(table)
+        .where(table.c.id == resource_id, table.c.version == expected_version)
+        .values(modified=now, version=table.c.version + 1)
+    )
+    return int(conn.execute(statement).rowcount) == 1

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.builders import FIXTURES, load_fixture
+from tests.conftest import ENGINES
 from tests.integration.harness import SCIM_JSON, SCIM_TOKEN, Bridge, Sandbox, StartBridge
 
 pytestmark = pytest.mark.integration
@@ -175,6 +176,8 @@ def _subset(want: Any, got: Any) -> bool:
     return bool(want == got)
 
 
+# Both engines: the member PATCHes of these sequences are done on the rows they name.
+@pytest.mark.parametrize("bridge_engine", ENGINES)
 @pytest.mark.parametrize("fixture", list(SEQUENCES), ids=lambda f: f.removesuffix(".json"))
 def test_fixture_sequence(fixture: str, start_bridge: StartBridge, sandbox: Sandbox) -> None:
     bridge = start_bridge(SCIM_TOKEN=SCIM_TOKEN, SCIM_PROVIDER=SEQUENCES[fixture])

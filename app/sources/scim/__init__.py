@@ -17,7 +17,6 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Request, Response
 from scim2_models import Error, SCIMException
-from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from sqlalchemy import Connection
@@ -26,6 +25,7 @@ from app.changes import MembershipChange
 from app.errors import InputError
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches, read_body, refuse_auth
+from app.sources.scim.handler import BridgeScimHandler
 from app.sources.scim.service import BridgeScimService, make_provider
 from app.sources.scim.storage import SqlStorage
 
@@ -98,7 +98,7 @@ def _handle(
         now=datetime.now(UTC),
         lock=scim_request.method.upper() in WRITES,
     )
-    reply = ScimHandler(scim_service(), storage).handle(scim_request)
+    reply = BridgeScimHandler(scim_service(), storage).handle(scim_request)
     return reply, storage.changes
 
 

@@ -14,9 +14,7 @@ from scim2_models import (
     InvalidPathException,
     Patch,
     PatchOp,
-    PatchOperation,
     Path,
-    Resource,
     ResourceType,
     SCIMException,
     ScimPolicy,
@@ -24,7 +22,6 @@ from scim2_models import (
     ServiceProviderConfig,
     Sort,
 )
-from scim2_server.conditions import Conditions
 from scim2_server.service import ScimService
 from scim2_server.utils import load_default_resource_types, load_default_schemas
 
@@ -116,47 +113,3 @@ class BridgeScimService(ScimService):
             raise InvalidPathException(detail=f"{path!r} is not a valid path") from exc
         if not known:
             raise InvalidPathException(detail=f"{resource_type.name} has no attribute {path!r}")
-
-    def apply_patch(
-        self, current: Resource[Any], patch_op: PatchOp[Any], conditions: Conditions
-    ) -> Resource[Any] | None:
-        """Apply a PATCH; a group PATCH that only removes members by value is done directly.
-
-        That is how Entra takes people out of a group, up to 100 at a time. scim2 turns each
-        removed value into a filter and tries every filter on every member, which costs
-        seconds on a group of thousands; `members.value` is case-exact, so a set lookup
-        removes exactly what those filters would.
-        """
-        removed = _removed_member_ids(patch_op)
-        # The provider's Group model is built from the schemas, so it is known by its fields.
-        if removed is None or "members" not in type(current).model_fields:
-            return super().apply_patch(current, patch_op, conditions)
-        self.check_preconditions(current, "PATCH", conditions)
-        before = getattr(current, "members", None) or []
-        kept = [m for m in before if m.value not in removed]
-        if len(kept) == len(before):
-            return None
-        current.members = kept  # type: ignore[attr-defined]
-        return current
-
-
-def _removed_member_ids(patch_op: PatchOp[Any]) -> set[str] | None:
-    """The member ids when every operation is `remove` of `members` with a list of
-    `{"value": id}` entries (Entra's form); None for anything else."""
-    removed: set[str] = set()
-    for op in patch_op.operations or []:
-        value = op.value
-        if (
-            op.op != PatchOperation.Op.remove
-            or str(op.path).lower() != "members"
-            or not isinstance(value, list)
-            or not value
-        ):
-            return None
-        for entry in value:
-            if not (isinstance(entry, dict) and set(entry) == {"value"}):
-                return None
-            if not isinstance(entry["value"], str):
-                return None
-            removed.add(entry["value"])
-    return removed if patch_op.operations else None
