@@ -96,14 +96,22 @@ def standin_server() -> Iterator[StandinServer]:
         yield server
 
 
+_FAULT_FIGURES: list[dict[str, object]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the fault tests' figures (they come as report properties from xdist workers)."""
+    if report.when == "call":
+        _FAULT_FIGURES.extend(v for k, v in report.user_properties if k == "fault_figures")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault tests' figures, at the end of every run that ran them."""
-    from tests.integration.test_faults import FIGURES
-
-    if not FIGURES:
+    if not _FAULT_FIGURES:
         return
     terminalreporter.section("fault tests: removals through crashes, 503s and timeouts")
-    rows = [list(FIGURES[0]), *([str(v) for v in row.values()] for row in FIGURES)]
+    rows = [list(_FAULT_FIGURES[0])]
+    rows += [[str(v) for v in row.values()] for row in _FAULT_FIGURES]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         terminalreporter.write_line("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))

@@ -9,7 +9,8 @@ that loses its connection tries another replica (or the restarted one), as an Id
 
 Afterwards: every expected detach reached COR at least once; none was sent for an
 unmapped, superseded or still-granted workspace; no job is left open or dead. The figures
-(`FIGURES`) are printed at the end of the run by tests/conftest.py.
+(recorded as the test's `fault_figures` property) are printed at the end of the run by
+tests/conftest.py, also when the tests run in pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -71,9 +72,6 @@ groups:
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-
-FIGURES: list[dict[str, Any]] = []
-"""One row per run, printed in the terminal summary."""
 
 Pair = tuple[str, str]  # (COR user id, workspace)
 
@@ -282,11 +280,12 @@ def run_scenario(
     sandbox: Sandbox,
     replicas: list[Bridge],
     database_url: str,
+    record: Callable[[str, object], None],
     restart: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Set up, send every removal while COR fails and replicas[0] is SIGKILLed while it holds
-    claims (and then `restart`ed, if given), wait for the drain, check the promises; returns
-    the figures."""
+    claims (and then `restart`ed, if given), wait for the drain, `record` the figures (before
+    checking the promises, so a failing run shows them too); returns the figures."""
     victim = replicas[0]
     plan = okta_plan()
     seed_cor(sandbox)
@@ -359,7 +358,7 @@ def run_scenario(
         "ingest s": round(ingest_seconds, 1),
         "drain s": round(drain_seconds, 1),
     }
-    FIGURES.append(figures)
+    record("fault_figures", figures)
     assert crashed.is_set()
     assert accepted == OKTA_USERS + SCIM_USERS, figures
     assert not wrong and not unplanned, (wrong[:10], unplanned[:10])
@@ -392,17 +391,25 @@ def mapping_file(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("bridge_engine", ["postgresql"])
 def test_three_replicas_on_postgresql_lose_nothing(
-    start_bridge: StartBridge, sandbox: Sandbox, mapping_file: Path, tmp_path: Path
+    start_bridge: StartBridge,
+    sandbox: Sandbox,
+    mapping_file: Path,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     shared = tmp_path / "shared"  # one workdir: one database for the three replicas
     replicas = [start_bridge(shared, **fault_env(mapping_file)) for _ in range(3)]
     url = replicas[0].env["BRIDGE_DATABASE_URL"]
-    run_scenario("postgresql", sandbox, replicas, url)
+    run_scenario("postgresql", sandbox, replicas, url, record_property)
 
 
 @pytest.mark.parametrize("bridge_engine", ["sqlite"])
 def test_one_process_on_sqlite_killed_and_restarted_loses_nothing(
-    start_bridge: StartBridge, sandbox: Sandbox, mapping_file: Path, tmp_path: Path
+    start_bridge: StartBridge,
+    sandbox: Sandbox,
+    mapping_file: Path,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     workdir = tmp_path / "bridge"
     env = fault_env(mapping_file)
@@ -412,4 +419,4 @@ def test_one_process_on_sqlite_killed_and_restarted_loses_nothing(
         replicas[0] = start_bridge(workdir, **env)
 
     url = replicas[0].env["BRIDGE_DATABASE_URL"]
-    run_scenario("sqlite", sandbox, replicas, url, restart)
+    run_scenario("sqlite", sandbox, replicas, url, record_property, restart)
