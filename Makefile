@@ -25,7 +25,7 @@ run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, the
 test: $(STAMP)  ## the whole suite
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/mypy app
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 # Benchmarks (not part of `make test`): needs wrk (installed with apt-get when run as root)
 # and Debian's postgresql for the PostgreSQL half. BENCH_QUICK=1: a smoke run of a minute or two.
