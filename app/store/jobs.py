@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,7 +77,8 @@ def insert_jobs(conn: Connection, new: Sequence[NewJob]) -> list[int | None]:
         )
         .returning(jobs.c.id, jobs.c.event_id, jobs.c.workspace)
     )
-    rows = [{**asdict(j), "attempts": 0, "solo": False, "updated_at": j.created_at} for j in new]
+    # vars(), not dataclasses.asdict: that deep-copies every field (a tenth of intake's CPU).
+    rows = [{**vars(j), "attempts": 0, "solo": False, "updated_at": j.created_at} for j in new]
     written = {(int(e), str(w)): int(i) for i, e, w in conn.execute(query, rows)}
     return [written.get((j.event_id, j.workspace)) for j in new]
 
@@ -121,7 +122,10 @@ def open_jobs_of(conn: Connection, cor_user_ids: Collection[str]) -> list[OpenJo
                 events.c.occurred_at,
             )
             .join(events, events.c.id == jobs.c.event_id)
-            .where(jobs.c.cor_user_id.in_(chunk), jobs.c.state.in_((PENDING, RUNNING)))
+            # "Not finished" rather than "pending or running": no index serves a NOT IN, so
+            # SQLite takes the users' index. With IN it walked ix_jobs_due: every pending job,
+            # the whole backlog while COR is down, for every delivery.
+            .where(jobs.c.cor_user_id.in_(chunk), jobs.c.state.not_in((DONE, DEAD, CANCELLED)))
             .order_by(jobs.c.id)
         )
         found += [OpenJob(*row) for row in conn.execute(query)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -58,7 +58,7 @@ def put_memberships(conn: Connection, pairs: Collection[Membership]) -> None:
         index_elements=["provider", "user_id", "group_id"],
         set_={c: query.excluded[c] for c in ("group_name", "member", "changed_at", "user")},
     )
-    conn.execute(query, [asdict(m) for m in pairs])
+    conn.execute(query, [vars(m) for m in pairs])  # not asdict: it deep-copies `user`
 
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
 from app.intake import Decision, accept_changes
@@ -168,3 +168,43 @@ def test_a_job_queued_and_called_off_in_one_call_is_kept_as_cancelled(
     assert queued.detail == [f"queued job {row['id']}: detach WS-FIN from jane@acme.example"]
     assert granted.detail[0].startswith(f"cancelled job {row['id']} (WS-FIN): re-granted by")
     assert (row["state"], row["last_message"]) == ("cancelled", granted.detail[0].split(": ")[1])
+
+
+def test_intakes_reads_take_an_index_not_the_backlog(tmp_path: Path, mapping: Mapping):
+    """With a backlog (COR down: thousands of pending jobs), each of intake's reads must go
+    by the call's users or event ids. SQLite's planner once walked every pending job by
+    state for each delivery."""
+    db = _fresh(tmp_path, "backlog")
+    backlog = [
+        MembershipChange(
+            provider="okta",
+            event_id=f"old-{i}",
+            occurred_at=T0,
+            change=ChangeKind.removed,
+            user=UserRef(id=f"00u{i}", login=f"user{i}@acme.example"),
+            group=OKTA_GROUPS[0],
+        )
+        for i in range(300)
+    ]
+    _one_call(db, mapping, backlog)
+    statements: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    try:
+        # A delivery of 50 (an IN list of 50 users weighs against one of two states).
+        again = [c.model_copy(update={"event_id": f"new-{c.event_id}"}) for c in backlog[:50]]
+        _one_call(db, mapping, again)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", keep)
+    assert len(statements) >= 3  # seen events, memberships, open jobs
+    with db.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for sql, params in statements:
+            plan = " / ".join(row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "SCAN" not in plan and "ix_jobs_due" not in plan, (sql, plan)
+    db.dispose()
