@@ -9,9 +9,10 @@ seven round trips a call where there were about eight a change.
 The caller holds intake's turn (serialize_intake) from the reads to the commit, and so does
 the worker when it puts a job back to pending, so no detach becomes pending meanwhile. But the
 worker claims and settles jobs without the turn: a job read as pending may be running by the
-time it is called off, so a cancel is done on the spot, with the fallback it always had (ask a
-running job not to be retried). Should a pending job appear all the same (something outside
-intake's turn), a new job for its detach joins it instead of failing the call.
+time it is called off or joined. So a cancel is done on the spot, with the fallback it always
+had (ask a running job not to be retried), and a stored job is joined only once it is seen
+still pending and locked (`_hold`). Should a pending job appear all the same (something
+outside intake's turn), a new job for its detach joins it instead of failing the call.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Ledger:
         self._events: list[EventRef] = []
         self._changed: dict[PairKey, Membership] = {}
         self._new_jobs: list[JobRef] = []
+        self._held: set[int] = set()
 
     # -- events -------------------------------------------------------------------------
 
@@ -177,7 +179,7 @@ class Ledger:
     ) -> tuple[JobRef, bool]:
         """Queue a detach; joins an already pending one. Returns (job, created)."""
         for job in self._open[key]:
-            if job.state == PENDING:
+            if job.state == PENDING and (job.new is not None or self._hold(job)):
                 return job, False
         cor_user_id, source, workspace = key
         new = NewJob(cor_user_id, source, workspace, event.new.provider, 0, now, due)
@@ -185,6 +187,20 @@ class Ledger:
         self._open[key].append(job)
         self._new_jobs.append(job)
         return job, True
+
+    def _hold(self, job: JobRef) -> bool:
+        """Whether a stored job read as pending still is; if so it stays so until the commit
+        (its row is locked: the worker's claim skips locked rows). The worker may have
+        claimed it since the ledger's read: joining it then would hang a removal on a try
+        already under way, lost with it if that was the last one."""
+        assert job.id is not None
+        if job.id in self._held:
+            return True
+        if job_store.hold_pending(self.conn, job.id):
+            self._held.add(job.id)
+            return True
+        job.state = RUNNING  # or finished: a later re-grant's cancel finds out which
+        return False
 
     def cancel(self, job: JobRef, now: datetime, reason: str) -> str | None:
         """Call off a job: "cancelled" when it was pending, "asked" when it is being

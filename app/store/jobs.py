@@ -83,6 +83,14 @@ def insert_jobs(conn: Connection, new: Sequence[NewJob]) -> list[int | None]:
     return [written.get((j.event_id, j.workspace)) for j in new]
 
 
+def hold_pending(conn: Connection, job_id: int) -> bool:
+    """Whether the job is still pending; if so its row stays locked until the transaction ends
+    (PostgreSQL; the worker claims with SKIP LOCKED, so it is not taken meanwhile. SQLite's
+    writer already excludes the worker's claim)."""
+    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == PENDING)
+    return conn.execute(query.with_for_update()).first() is not None
+
+
 def pending_job_id(conn: Connection, cor_user_id: str, source: str, workspace: str) -> int | None:
     """The pending job of this detach, if there is one."""
     found = conn.execute(

@@ -143,6 +143,32 @@ def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping:
     assert [(r["id"], r["state"]) for r in rows] == [(twin, "pending")]
 
 
+def test_a_removal_does_not_join_a_job_the_worker_claimed_meanwhile(
+    db: Database, mapping: Mapping
+):
+    """The ledger read the job as pending; the worker claimed it before a later change of the
+    call wanted to join it. Joining would hang this removal on a try already under way (and
+    lose it if that try was the last): it gets a pending job of its own."""
+    key = ("jane@acme.example", "OKTA", "WS-FIN")
+    with db.begin() as conn:
+        [old] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
+        [stored] = job_store.insert_jobs(conn, [NewJob(*key, "okta", old, NOW, NOW)])
+    with db.begin() as conn:
+        ledger = Ledger(conn, [], {"jane@acme.example"})
+        event = ledger.record(NewEvent("okta", "rm-1", "removed", T0, NOW))
+        assert event is not None
+        # Meanwhile (here: in the same transaction) the worker claims the stored job.
+        claimed = job_store.claim_due_jobs(
+            conn, now=NOW, limit=10, worker_id="w", lease=timedelta(minutes=2)
+        )
+        assert [j.id for j in claimed] == [stored]
+        job, created = ledger.enqueue(key, event, NOW, NOW)
+        ledger.flush()
+        assert created and job.id != stored
+        rows = job_store.get_jobs(conn, job_store.select_job_ids(conn))
+    assert sorted((r["id"], r["state"]) for r in rows) == [(stored, "running"), (job.id, "pending")]
+
+
 @pytest.mark.parametrize("arrival", ["remove first", "add first"])
 def test_a_job_queued_and_called_off_in_one_call_is_kept_as_cancelled(
     db: Database, mapping: Mapping, arrival: str
