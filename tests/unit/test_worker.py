@@ -90,7 +90,12 @@ def enqueue(
             NewJob(user, source, ws, "okta", event_id, created_at=at, next_attempt_at=due or at)
             for ws in workspaces
         ]
-        return [job_id for job_id in job_store.insert_jobs(conn, queued) if job_id is not None]
+        written = job_store.insert_jobs(conn, queued)
+        # A detach already pending is joined, as intake would: its id comes back.
+        return [
+            job_id if job_id is not None else job_store.pending_job_id(conn, user, source, ws)
+            for job_id, ws in zip(written, workspaces, strict=True)
+        ]
 
 
 def job(db: Database, job_id: int) -> dict[str, Any]:
