@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,8 +52,7 @@ def record_events(conn: Connection, rows: Sequence[NewEvent]) -> list[int]:
     if not rows:
         return []
     query = insert(events).returning(events.c.id, sort_by_parameter_order=True)
-    values = [{f.name: getattr(new, f.name) for f in fields(NewEvent)} for new in rows]
-    return [int(r[0]) for r in conn.execute(query, values)]
+    return [int(r[0]) for r in conn.execute(query, [vars(new) for new in rows])]
 
 
 def set_details(conn: Connection, details: Mapping[int, list[str]]) -> None:
