@@ -259,3 +259,39 @@ graph_inbox = Table(
 )
 Index("ix_graph_inbox_due", graph_inbox.c.state, graph_inbox.c.next_attempt_at)
 Index("ix_graph_inbox_base", graph_inbox.c.base_key, graph_inbox.c.received_at)
+
+# Changes held until the IdP's directory is asked (Okta: the user's current groups and
+# status); the store-before-ack half of "still granted, checked at the source".
+held_changes = Table(
+    "held_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", Str(16), nullable=False),
+    Column("event_id", Str(200), nullable=False),
+    Column("user_id", Str(300), nullable=False),
+    Column("change", JSON, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("state", Str(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", Str(64)),
+    Column("last_error", Txt),
+    Column("done_at", UTCDateTime),
+    UniqueConstraint("provider", "event_id", name="uq_held_changes_event"),
+)
+Index("ix_held_changes_due", held_changes.c.state, held_changes.c.next_attempt_at)
+
+# What each directory poller last did: its cursor, who polls (one replica at a time), errors.
+directory_state = Table(
+    "directory_state",
+    metadata,
+    Column("name", Str(64), primary_key=True),
+    Column("cursor", Txt),
+    Column("holder", Str(64)),
+    Column("lease_until", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error", Txt),
+    Column("last_error_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+)

@@ -1,0 +1,196 @@
+"""Changes held until the IdP's directory is asked: a small queue with leases and backoff.
+
+A held change was stored before its source was answered; it reaches intake once the
+directory has said what the user is in now (or, past the age limit, becomes a dead letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+
+from app.changes import MembershipChange
+from app.store.db import chunked, insert_ignoring_conflicts
+from app.store.schema import events, held_changes
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+@dataclass(frozen=True)
+class HeldChange:
+    """A stored change waiting for the directory's answer."""
+
+    id: int
+    change: MembershipChange
+    received_at: datetime
+    attempts: int
+
+
+def hold(conn: Connection, changes: Sequence[MembershipChange], now: datetime) -> set[str]:
+    """Store each change not seen before; returns the event ids held now.
+
+    A change whose event intake already recorded (heard before, by hook or log) is not held:
+    intake says it is a duplicate. One held already is not held twice.
+    """
+    if not changes:
+        return set()
+    keys = [(c.provider, c.event_id) for c in changes]
+    seen: set[tuple[str, str]] = set()
+    for part in chunked(keys, 500):
+        rows = conn.execute(
+            select(events.c.provider, events.c.source_event_id).where(
+                tuple_(events.c.provider, events.c.source_event_id).in_(list(part))
+            )
+        )
+        seen.update((r[0], r[1]) for r in rows)
+    fresh = {(c.provider, c.event_id): c for c in changes if (c.provider, c.event_id) not in seen}
+    if not fresh:
+        return set()
+    rows = conn.execute(
+        insert_ignoring_conflicts(conn, held_changes)
+        .values([_row(c, now) for c in fresh.values()])
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        .returning(held_changes.c.event_id)
+    )
+    return {r[0] for r in rows}
+
+
+def _row(change: MembershipChange, now: datetime) -> dict[str, Any]:
+    return {
+        "provider": change.provider,
+        "event_id": change.event_id,
+        "user_id": change.user.id,
+        "change": change.model_dump(mode="json"),
+        "received_at": now,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
+def claim(
+    conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
+) -> list[HeldChange]:
+    """Take up to `limit` due pending changes (and those whose claim lapsed), oldest first."""
+    due = and_(
+        held_changes.c.state == PENDING,
+        held_changes.c.next_attempt_at <= now,
+        or_(held_changes.c.lease_until.is_(None), held_changes.c.lease_until < now),
+    )
+    rows = list(
+        conn.execute(
+            select(held_changes)
+            .where(due)
+            .order_by(held_changes.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not rows:
+        return []
+    conn.execute(
+        update(held_changes)
+        .where(held_changes.c.id.in_([r.id for r in rows]))
+        .values(lease_until=now + lease, claimed_by=worker_id)
+    )
+    return [
+        HeldChange(
+            id=r.id,
+            change=MembershipChange.model_validate(r.change),
+            received_at=r.received_at,
+            attempts=r.attempts,
+        )
+        for r in rows
+    ]
+
+
+def finish(conn: Connection, ids: Sequence[int], worker_id: str, now: datetime) -> set[int]:
+    """Mark claimed changes done; returns those this worker still held."""
+    return _settle(conn, ids, worker_id, state=DONE, done_at=now, lease_until=None)
+
+
+def bury(conn: Connection, row_id: int, worker_id: str, now: datetime, error: str) -> bool:
+    """The directory could not be asked in time: a dead letter that says why."""
+    done = _settle(
+        conn, [row_id], worker_id, state=DEAD, done_at=now, lease_until=None, last_error=error
+    )
+    return bool(done)
+
+
+def defer(conn: Connection, row_id: int, worker_id: str, at: datetime, error: str) -> None:
+    """Asking failed this time: try again at `at`."""
+    conn.execute(
+        update(held_changes)
+        .where(held_changes.c.id == row_id, held_changes.c.claimed_by == worker_id)
+        .values(
+            attempts=held_changes.c.attempts + 1,
+            next_attempt_at=at,
+            lease_until=None,
+            last_error=error[:1000],
+        )
+    )
+
+
+def _settle(conn: Connection, ids: Sequence[int], worker_id: str, **values: Any) -> set[int]:
+    if not ids:
+        return set()
+    if "last_error" in values:
+        values["last_error"] = str(values["last_error"])[:1000]
+    rows = conn.execute(
+        update(held_changes)
+        .where(
+            held_changes.c.id.in_(list(ids)),
+            held_changes.c.state == PENDING,
+            held_changes.c.claimed_by == worker_id,
+        )
+        .values(**values)
+        .returning(held_changes.c.id)
+    )
+    return {int(r[0]) for r in rows}
+
+
+def stats(conn: Connection, provider: str) -> dict[str, Any]:
+    """Held and dead counts, the oldest held arrival, and the latest error."""
+    counts: dict[str, int] = dict(
+        conn.execute(
+            select(held_changes.c.state, func.count())
+            .where(held_changes.c.provider == provider, held_changes.c.state != DONE)
+            .group_by(held_changes.c.state)
+        ).all()
+    )
+    oldest = conn.execute(
+        select(func.min(held_changes.c.received_at)).where(
+            held_changes.c.provider == provider, held_changes.c.state == PENDING
+        )
+    ).scalar()
+    error = conn.execute(
+        select(held_changes.c.last_error)
+        .where(held_changes.c.provider == provider, held_changes.c.last_error.is_not(None))
+        .where(held_changes.c.state != DONE)
+        .order_by(held_changes.c.next_attempt_at.desc())
+        .limit(1)
+    ).scalar()
+    return {
+        "held": int(counts.get(PENDING, 0)),
+        "dead": int(counts.get(DEAD, 0)),
+        "oldest_held": oldest,
+        "last_error": error,
+    }
+
+
+def dead_for_user(conn: Connection, provider: str, user_id: str) -> list[dict[str, Any]]:
+    """A user's held changes that became dead letters, for their history."""
+    rows = conn.execute(
+        select(held_changes.c.event_id, held_changes.c.last_error, held_changes.c.done_at)
+        .where(
+            held_changes.c.provider == provider,
+            held_changes.c.user_id == user_id,
+            held_changes.c.state == DEAD,
+        )
+        .order_by(held_changes.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
