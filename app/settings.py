@@ -47,6 +47,14 @@ class Settings(BaseSettings):
 
     okta_hook_secret: SecretStr | None = None
     okta_hook_header: str = "Authorization"
+    # Okta's Management API (read-only), asked what is true (DESIGN.md section 8).
+    okta_org_url: str | None = None
+    okta_api_token: SecretStr | None = None
+    okta_client_id: str | None = None
+    okta_private_key_file: str | None = None
+    okta_log_poll_seconds: float = Field(default=60.0, ge=0)
+    okta_sync_seconds: float = Field(default=21600.0, ge=0)
+    okta_timeout_seconds: float = Field(default=10.0, gt=0)
 
     scim_token: SecretStr | None = None
     scim_provider: Literal["entra", "okta"] = "entra"
@@ -71,6 +79,7 @@ class Settings(BaseSettings):
         "cor_client_secret",
         "cor_access_token",
         "okta_hook_secret",
+        "okta_api_token",
         "scim_token",
         "graph_client_state",
         "graph_client_secret",
@@ -79,6 +88,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def okta_directory(self) -> bool:
+        """Whether Okta itself is asked: an org URL and a token or a service app."""
+        app = bool(self.okta_client_id and self.okta_private_key_file)
+        return bool(self.okta_org_url) and (self.okta_api_token is not None or app)
 
     def sources_on(self) -> dict[str, bool]:
         """Which sources answer; a source without its secret is off (404)."""

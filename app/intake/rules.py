@@ -12,7 +12,7 @@ Ledger, which reads and writes the database in bulk.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,8 @@ from app.store.events import NewEvent
 from app.store.memberships import Membership
 
 Outcome = tuple[str, list[Any]]  # (decision, detail lines)
+# Who a `member_of` list came from, for the history: the IdP's own answer.
+ASKED = {"okta": "asked Okta", "entra": "asked Microsoft Graph"}
 
 
 @dataclass
@@ -234,18 +236,24 @@ def _revoke(t: Turn) -> Outcome:
 def _deactivate(t: Turn) -> Outcome:
     change = t.change
     groups = t.ledger.user_groups(change.provider, change.user.id)
-    current = [g for g in groups if g.changed_at <= change.occurred_at]
-    if not current:
+    left = [(_group_ref(m), "") for m in groups if m.changed_at <= change.occurred_at]
+    if change.member_of is not None:
+        # The IdP's list of the user's groups now (Okta keeps a deactivated user's groups):
+        # the ones the bridge never heard of are left too.
+        known = {g.id for g, _ in left}
+        asked = f" ({ASKED[change.provider]})"
+        left += [(g, asked) for g in change.member_of if g.id not in known]
+    if not left:
         nothing = (
             "deactivated; the bridge knows of no group this user is still in: nothing to detach"
         )
         return "no_known_groups", [nothing]
     workspaces: list[str] = []
     detail: list[Any] = []
-    for m in current:
-        t.ledger.put(replace(m, member=False, changed_at=change.occurred_at))
-        granted = t.mapping.workspaces_for(change.provider, _group_ref(m))
-        detail.append(f"left {_membership_text(change.provider, m)} by deactivation")
+    for group, asked in left:
+        t.remember(change.model_copy(update={"group": group}), member=False)
+        granted = t.mapping.workspaces_for(change.provider, group)
+        detail.append(f"left {_ref_text(change.provider, group)} by deactivation{asked}")
         workspaces += [w for w in granted if w not in workspaces]
     if not workspaces:
         detail.append("none of the user's groups maps to a workspace")
@@ -300,8 +308,8 @@ def _still_granted(t: Turn) -> dict[str, str]:
             if group.id == change.group.id:
                 continue
             for workspace in t.mapping.workspaces_for(change.provider, group):
-                name = f" ({group.name})" if group.name else ""
-                kept.setdefault(workspace, f"{change.provider} group {group.id}{name}, per the IdP")
+                asked = f"{_ref_text(change.provider, group)} ({ASKED[change.provider]})"
+                kept.setdefault(workspace, asked)
         return kept
     for m in t.ledger.user_groups(change.provider, change.user.id):
         if m.group_id == change.group.id:
@@ -322,8 +330,12 @@ def _group_text(change: MembershipChange) -> str:
 
 
 def _membership_text(provider: str, m: Membership) -> str:
-    name = f" ({m.group_name})" if m.group_name else ""
-    return f"{provider} group {m.group_id}{name}"
+    return _ref_text(provider, _group_ref(m))
+
+
+def _ref_text(provider: str, group: GroupRef) -> str:
+    name = f" ({group.name})" if group.name else ""
+    return f"{provider} group {group.id}{name}"
 
 
 def _superseded_text(newer: Membership) -> str:

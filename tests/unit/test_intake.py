@@ -278,7 +278,7 @@ def test_the_idps_own_list_of_current_groups_decides_what_is_still_granted(db, m
     # The bridge never saw Jane join platform, but the IdP says she is in it: WS-ENG stays.
     [kept] = accept(db, mapping, change(ChangeKind.removed, ENG, member_of=(PLATFORM, ENG)))
     assert kept.detail[0] == (
-        "kept WS-ENG: still granted by okta group 00gplatform000000000 (platform), per the IdP"
+        "kept WS-ENG: still granted by okta group 00gplatform000000000 (platform) (asked Okta)"
     )
     assert open_jobs(db) == [("jane@acme.example", "WS-ONCALL", "OKTA")]
     # The bridge saw her join platform, but the IdP says she is in no group now: both go.

@@ -26,11 +26,16 @@ def migrated(url: str) -> Database:
     return database
 
 
+# Tables that revisions after 0001 made: the bridge before Alembic never had them.
+LATER_TABLES = frozenset({"held_changes", "directory_state"})
+
+
 def the_old_way(url: str) -> None:
     """What the bridge did before Alembic: create_all and `schema_version` = 1."""
     database = Database(url)
     with database.begin() as conn:
-        metadata.create_all(conn)
+        old = [t for t in metadata.sorted_tables if t.name not in LATER_TABLES]
+        metadata.create_all(conn, tables=old)
         conn.execute(insert(schema_version).values(version=1))
     database.dispose()
 
@@ -111,9 +116,10 @@ def test_revision_0001_is_exactly_the_schema_the_old_code_made(database_url: str
     old, new = Database(other), migrated(database_url)
     try:
         with old.begin() as a, new.begin() as b:
-            assert shape(a) == shape(b)
+            assert shape(a) == {k: v for k, v in shape(b).items() if k not in LATER_TABLES}
             if database_url.startswith("sqlite"):
                 ddl = "SELECT name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version'"
+                ddl += " AND tbl_name NOT IN ('held_changes', 'directory_state')"
                 ddl += " ORDER BY name"
                 assert a.execute(text(ddl)).all() == b.execute(text(ddl)).all()
     finally:
