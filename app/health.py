@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -56,12 +57,19 @@ async def readyz(request: Request, bridge: BridgeDep) -> JSONResponse:
     checks["worker"] = {"ok": worker_ok}
     checks["sources"] = bridge.settings.sources_on()
     checks["graph"] = await graph_checks(getattr(request.app.state, "graph", None))
+    okta = getattr(request.app.state, "okta", None)
+    if okta is not None:
+        checks["okta_directory"] = await okta.checks()
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus(bridge: BridgeDep) -> Response:
-    """Prometheus exposition, with the outbox gauges read fresh."""
+async def prometheus(request: Request, bridge: BridgeDep) -> Response:
+    """Prometheus exposition, with the outbox and directory gauges read fresh."""
+    okta = getattr(request.app.state, "okta", None)
+    if okta is not None:
+        with contextlib.suppress(Exception):  # the counters still go out
+            await okta.checks()
     try:
         stats = await anyio.to_thread.run_sync(_queue_stats, bridge)
     except Exception:  # still expose the counters when the database is away

@@ -21,6 +21,7 @@ from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
 from app.graph.service import GraphService
 from app.logs import RequestContext
+from app.okta.service import OktaDirectory
 from app.runtime import Bridge
 from app.settings import Settings
 from app.sources import admin, graph, okta, scim
@@ -68,6 +69,8 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
             app.state.bridge = bridge
             app.state.graph = GraphService(settings, bridge, transport=app.state.graph_transport)
             await app.state.graph.start()
+            app.state.okta = OktaDirectory(settings, bridge, transport=app.state.okta_transport)
+            await app.state.okta.start()
             task = asyncio.create_task(bridge.worker.run(), name="cor-bridge-worker")
             watcher = asyncio.create_task(
                 bridge.tables.watch(settings.bridge_mapping_poll_seconds), name="cor-bridge-mapping"
@@ -85,6 +88,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
                 yield
             finally:
                 await app.state.graph.stop()
+                await app.state.okta.stop()
                 for background in (task, watcher):
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -101,6 +105,7 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
     app.state.cor_transport = None
     app.state.graph_transport = None  # the same for Graph
+    app.state.okta_transport = None  # and for Okta
     app.add_middleware(BodyLimit, prefix="/admin", limit=settings.bridge_max_body_bytes)
     app.add_middleware(RequestContext)
     app.include_router(health.router)
@@ -110,9 +115,11 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
     app.include_router(ui.router)
     app.include_router(scim.router)
     if sandbox:
+        from app.okta.standin import create_okta_standin, seeded
         from app.sandbox import create_sandbox
 
         app.mount("/sandbox/cor", create_sandbox())
+        app.mount("/sandbox/okta", create_okta_standin(seeded()))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -149,16 +156,20 @@ def _worker(settings: Settings, db: Database, cor: CorClient) -> Worker:
 
 
 def with_sandbox(settings: Settings, base_url: str) -> Settings:
-    """Settings whose COR client talks to the sandbox at `base_url` (…/sandbox/cor)."""
+    """Settings whose COR client talks to the sandbox at `base_url` (…/sandbox/cor), and
+    whose Okta directory is the stand-in beside it (unless OKTA_ORG_URL says otherwise)."""
+    from app.okta.standin import STANDIN_TOKEN
     from app.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
     base_url = base_url.rstrip("/")
-    return settings.model_copy(
-        update={
-            "cor_api_url": base_url,
-            "cor_token_url": f"{base_url}/v1/oauth/token",
-            "cor_client_id": SANDBOX_CLIENT_ID,
-            "cor_client_secret": SecretStr(SANDBOX_CLIENT_SECRET),
-            "cor_access_token": None,
-        }
-    )
+    update: dict[str, object] = {
+        "cor_api_url": base_url,
+        "cor_token_url": f"{base_url}/v1/oauth/token",
+        "cor_client_id": SANDBOX_CLIENT_ID,
+        "cor_client_secret": SecretStr(SANDBOX_CLIENT_SECRET),
+        "cor_access_token": None,
+    }
+    if settings.okta_org_url is None:
+        update["okta_org_url"] = base_url.removesuffix("/cor") + "/okta"
+        update["okta_api_token"] = SecretStr(STANDIN_TOKEN)
+    return settings.model_copy(update=update)

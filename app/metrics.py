@@ -31,3 +31,21 @@ JOBS = Gauge("cor_bridge_jobs", "Jobs in the outbox, by state.", ["state"])
 OLDEST_OPEN = Gauge(
     "cor_bridge_oldest_open_job_age_seconds", "Age of the oldest pending or running job."
 )
+DIRECTORY_CALLS = Counter(
+    "cor_bridge_directory_checks_total",
+    "Users whose current groups were asked of the IdP's directory, by outcome.",
+    ["provider", "outcome"],
+)
+HELD = Gauge(
+    "cor_bridge_held_changes", "Changes held for the IdP's answer, by state.", ["provider", "state"]
+)
+POLLER_AGE = Gauge(
+    "cor_bridge_directory_poll_age_seconds",
+    "Seconds since a directory poller last finished a round without error.",
+    ["poller"],
+)
+POLLED_EVENTS = Counter(
+    "cor_bridge_directory_polled_events_total",
+    "Events a directory poller read (System Log, sync), by poller.",
+    ["poller"],
+)

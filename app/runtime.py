@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import Connection
 
 from app import metrics
-from app.changes import IgnoredEvent, MembershipChange
+from app.changes import ChangeKind, IgnoredEvent, MembershipChange
 from app.delivery.worker import Worker
 from app.guard import FailureLimiter
 from app.intake import Decision, accept_changes
 from app.mapping import Mapping
 from app.settings import Settings
 from app.store import Database
+from app.store import held as held_store
 from app.store.batch import GroupCommit
 from app.store.db import serialize_intake
 from app.tables import MappingHolder
@@ -25,6 +26,12 @@ from app.tables import MappingHolder
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Item = MembershipChange | IgnoredEvent
+
+
+class Waker(Protocol):
+    """Background work that new rows can start early."""
+
+    def wake(self) -> None: ...
 
 
 class Bridge:
@@ -35,6 +42,7 @@ class Bridge:
         self.db = db
         self.tables = tables
         self.worker: Worker | None = None
+        self.okta_checker: Waker | None = None
         self.auth_failures = FailureLimiter(settings.bridge_auth_failures_per_minute)
         # Requests that arrive together share a transaction and its commit (one disk flush).
         # Each takes intake's turn first: a SCIM request locks rows before its intake does.
@@ -45,13 +53,25 @@ class Bridge:
         """The mapping table in force (replaced whole on reload, so a read is consistent)."""
         return self.tables.current
 
-    async def submit(self, items: Sequence[MembershipChange | IgnoredEvent]) -> list[Decision]:
-        """Run intake in one committed transaction, then wake the worker."""
-        _, decisions = await self.transact(lambda conn: (None, items), weight=len(items))
+    async def submit(
+        self, items: Sequence[MembershipChange | IgnoredEvent], *, ask_okta: bool = False
+    ) -> list[Decision]:
+        """Run intake in one committed transaction, then wake the worker.
+
+        `ask_okta` (the Okta hook and System Log): with the Okta directory configured, a
+        removal or deactivation is held, stored, until Okta says what the user is in now.
+        """
+        _, decisions = await self.transact(
+            lambda conn: (None, items), weight=len(items), ask_okta=ask_okta
+        )
         return decisions
 
     async def transact(
-        self, work: Callable[[Connection], tuple[T, Sequence[Item]]], weight: int = 1
+        self,
+        work: Callable[[Connection], tuple[T, Sequence[Item]]],
+        weight: int = 1,
+        *,
+        ask_okta: bool = False,
     ) -> tuple[T, list[Decision]]:
         """Run `work` and intake of the changes it returns in one transaction.
 
@@ -59,8 +79,9 @@ class Bridge:
         whole transaction commits, and only then is the worker woken. Transactions that
         arrive together are committed together (app/store/batch.py), each in its savepoint.
         """
+        hold = ask_okta and self.settings.okta_directory()
         result, items, decisions = await self.commits.run(
-            lambda conn: self._intake(conn, work), weight
+            lambda conn: self._intake(conn, work, hold), weight
         )
         for item, decision in zip(items, decisions, strict=True):
             kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
@@ -76,16 +97,52 @@ class Bridge:
             )
         if self.worker is not None and any(d.jobs for d in decisions):
             self.worker.wake()
+        if self.okta_checker is not None and any(d.decision == HELD for d in decisions):
+            self.okta_checker.wake()
         return result, decisions
 
     def _intake(
-        self, conn: Connection, work: Callable[[Connection], tuple[T, Sequence[Item]]]
+        self, conn: Connection, work: Callable[[Connection], tuple[T, Sequence[Item]]], hold: bool
     ) -> tuple[T, list[Item], list[Decision]]:
         delay = timedelta(seconds=self.settings.bridge_delivery_delay_seconds)
+        now = datetime.now(UTC)
         result, found = work(conn)
         items = list(found)
-        decisions = accept_changes(conn, self.mapping, items, now=datetime.now(UTC), delay=delay)
+        asks = [i for i in items if hold and needs_okta(i) and isinstance(i, MembershipChange)]
+        kept_out = held_store.hold(conn, asks, now)
+        verdicts: list[Decision | None] = []
+        told: set[str] = set()
+        for item in items:
+            verdict = None
+            if item.event_id in kept_out and needs_okta(item):
+                fresh = kept_out[item.event_id] and item.event_id not in told
+                told.add(item.event_id)
+                verdict = Decision(item.event_id, HELD, [HELD_TEXT]) if fresh else _duplicate(item)
+            verdicts.append(verdict)
+        rest = [i for i, v in zip(items, verdicts, strict=True) if v is None]
+        decided = iter(accept_changes(conn, self.mapping, rest, now=now, delay=delay))
+        decisions = [v if v is not None else next(decided) for v in verdicts]
         return result, items, decisions
+
+
+HELD = "held"
+HELD_TEXT = "held until Okta says which groups the user is in now"
+
+
+def _duplicate(item: Item) -> Decision:
+    """A change already held for Okta's answer."""
+    return Decision(item.event_id, "duplicate", ["seen before (held for Okta's answer)"])
+
+
+def needs_okta(item: Item) -> bool:
+    """A removal or deactivation from Okta: Okta decides what is still granted."""
+    return (
+        isinstance(item, MembershipChange)
+        and item.provider == "okta"
+        and item.change in (ChangeKind.removed, ChangeKind.user_deactivated)
+        and item.member_of is None
+        and item.workspaces is None
+    )
 
 
 def get_bridge(request: Request) -> Bridge:

@@ -88,13 +88,15 @@ class Org:
         return [g for g, ids in self.members.items() if user_id in ids]
 
 
-def seed(org: Org) -> None:
+def seeded() -> Org:
     """The `make run` demo org: Jane in eng-oncall and platform (both grant WS-ENG)."""
+    org = Org()
     org.users["00ujane000000000000"] = _user("00ujane000000000000", "jane@acme.example")
     org.groups["00g8mo0l5wuTxmoIC0h7"] = _group("00g8mo0l5wuTxmoIC0h7", "eng-oncall")
     org.groups["00gplatform000000000"] = _group("00gplatform000000000", "platform")
     org.members["00g8mo0l5wuTxmoIC0h7"] = ["00ujane000000000000"]
     org.members["00gplatform000000000"] = ["00ujane000000000000"]
+    return org
 
 
 def _user(user_id: str, login: str, status: str = "ACTIVE") -> dict[str, Any]:

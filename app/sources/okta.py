@@ -72,10 +72,10 @@ def to_changes(
     envelope: OktaEnvelope, now: datetime | None = None
 ) -> list[MembershipChange | IgnoredEvent]:
     """Every event of a delivery as a change, or as a recorded-but-ignored event."""
-    return [_parse_event(raw, now or datetime.now(UTC)) for raw in envelope.data.events]
+    return [parse_event(raw, now or datetime.now(UTC)) for raw in envelope.data.events]
 
 
-def _parse_event(raw: dict[str, Any], now: datetime) -> MembershipChange | IgnoredEvent:
+def parse_event(raw: dict[str, Any], now: datetime) -> MembershipChange | IgnoredEvent:
     """One event; a malformed one is recorded, not allowed to sink the rest of the batch
     (Okta does not retry a 4xx, so refusing the delivery would lose its good events)."""
     try:
@@ -185,5 +185,5 @@ async def verify(
 async def receive(request: Request, bridge: BridgeDep) -> dict[str, object]:
     """A batch of events: stored durably before the 200."""
     envelope = parse_envelope(await read_body(request, bridge.settings.bridge_max_body_bytes))
-    decisions = await bridge.submit(to_changes(envelope))
+    decisions = await bridge.submit(to_changes(envelope), ask_okta=True)
     return {"received": len(decisions), "eventId": envelope.eventId}

@@ -30,14 +30,15 @@ class HeldChange:
     attempts: int
 
 
-def hold(conn: Connection, changes: Sequence[MembershipChange], now: datetime) -> set[str]:
-    """Store each change not seen before; returns the event ids held now.
+def hold(conn: Connection, changes: Sequence[MembershipChange], now: datetime) -> dict[str, bool]:
+    """Store each change not seen before. Returns, for each event id intake must not see,
+    whether it was held now (True) or was held already (False: a duplicate).
 
-    A change whose event intake already recorded (heard before, by hook or log) is not held:
-    intake says it is a duplicate. One held already is not held twice.
+    A change whose event intake already recorded (heard before, by hook or log) is left out:
+    intake says it is a duplicate.
     """
     if not changes:
-        return set()
+        return {}
     keys = [(c.provider, c.event_id) for c in changes]
     seen: set[tuple[str, str]] = set()
     for part in chunked(keys, 500):
@@ -49,14 +50,15 @@ def hold(conn: Connection, changes: Sequence[MembershipChange], now: datetime) -
         seen.update((r[0], r[1]) for r in rows)
     fresh = {(c.provider, c.event_id): c for c in changes if (c.provider, c.event_id) not in seen}
     if not fresh:
-        return set()
+        return {}
     rows = conn.execute(
         insert_ignoring_conflicts(conn, held_changes)
         .values([_row(c, now) for c in fresh.values()])
         .on_conflict_do_nothing(index_elements=["provider", "event_id"])
         .returning(held_changes.c.event_id)
     )
-    return {r[0] for r in rows}
+    held_now = {r[0] for r in rows}
+    return {event_id: event_id in held_now for _, event_id in fresh}
 
 
 def _row(change: MembershipChange, now: datetime) -> dict[str, Any]:

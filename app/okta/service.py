@@ -1,0 +1,141 @@
+"""What the running bridge starts for Okta's directory: the held-change checker and the
+System Log poller. On when OKTA_ORG_URL and a credential are set; off, the bridge decides on
+the memberships it has seen, and /readyz says so."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from app import metrics
+from app.errors import ConfigError
+from app.http import Tokens
+from app.okta import credentials
+from app.okta.checker import OktaChecker
+from app.okta.client import OktaClient
+from app.okta.log_poller import NAME as LOG_POLLER
+from app.okta.log_poller import LogPoller
+from app.runtime import Bridge
+from app.settings import Settings
+from app.store import cursors
+from app.store import held as held_store
+
+log = structlog.get_logger(__name__)
+
+
+def okta_credentials(settings: Settings, http: httpx.AsyncClient) -> tuple[Tokens, Any]:
+    """The API token (SSWS), or the service app's private_key_jwt client credentials."""
+    if settings.okta_api_token is not None:
+        return credentials.api_token(settings.okta_api_token.get_secret_value()), credentials.ssws
+    if settings.okta_client_id and settings.okta_private_key_file and settings.okta_org_url:
+        pem = credentials.read_private_key(settings.okta_private_key_file)
+        tokens = credentials.service_app(http, settings.okta_org_url, settings.okta_client_id, pem)
+        return tokens, credentials.bearer
+    raise ConfigError(
+        "OKTA_ORG_URL needs OKTA_API_TOKEN, or OKTA_CLIENT_ID and OKTA_PRIVATE_KEY_FILE"
+    )
+
+
+class OktaDirectory:
+    """The Okta side of one running bridge."""
+
+    def __init__(
+        self, settings: Settings, bridge: Bridge, *, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.settings = settings
+        self.bridge = bridge
+        self.on = settings.okta_directory()
+        self._transport = transport
+        self.http: httpx.AsyncClient | None = None
+        self.client: OktaClient | None = None
+        self.checker: OktaChecker | None = None
+        self.poller: LogPoller | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the client and start the checker and, when asked for, the log poller."""
+        if not self.on:
+            if self.settings.okta_org_url:
+                log.warning("okta_directory_off", reason="OKTA_ORG_URL is set without credentials")
+            return
+        assert self.settings.okta_org_url is not None
+        timeout = httpx.Timeout(self.settings.okta_timeout_seconds, connect=5.0)
+        self.http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
+        tokens, auth = okta_credentials(self.settings, self.http)
+        self.client = OktaClient(self.http, self.settings.okta_org_url, tokens, auth)
+        self.checker = OktaChecker(
+            self.bridge,
+            self.client,
+            poll_seconds=self.settings.bridge_poll_seconds,
+            lease=timedelta(seconds=self.settings.bridge_lease_seconds),
+            max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
+        )
+        self.bridge.okta_checker = self.checker
+        self._tasks.append(asyncio.create_task(self.checker.run(), name="cor-bridge-okta-check"))
+        if self.settings.okta_log_poll_seconds > 0:
+            self.poller = LogPoller(
+                self.bridge, self.client, interval=self.settings.okta_log_poll_seconds
+            )
+            self._tasks.append(asyncio.create_task(self.poller.run(), name="cor-bridge-okta-log"))
+        log.info("okta_directory_on", org=self.settings.okta_org_url, log_poll=bool(self.poller))
+
+    async def stop(self) -> None:
+        """Cancel the background tasks and close the client."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def checks(self) -> dict[str, Any]:
+        """The directory's state for /readyz, and the gauges for /metrics."""
+        if not self.on:
+            return {
+                "configured": False,
+                "still_granted": "on the memberships the bridge has seen only (no OKTA_ORG_URL)",
+            }
+        held, poll = await anyio.to_thread.run_sync(self._read)
+        metrics.HELD.labels("okta", "held").set(held["held"])
+        metrics.HELD.labels("okta", "dead").set(held["dead"])
+        client = self.client
+        now = datetime.now(UTC)
+        last_poll = poll.last_success_at if poll else None
+        if last_poll is not None:
+            metrics.POLLER_AGE.labels(LOG_POLLER).set((now - last_poll).total_seconds())
+        return {
+            "configured": True,
+            "still_granted": "asked of Okta before each removal",
+            "last_success": _epoch(client.last_success if client else None),
+            "last_error": client.last_error if client else None,
+            "held": held["held"],
+            "dead_letters": held["dead"],
+            "oldest_held": _iso(held["oldest_held"]),
+            "held_error": held["last_error"],
+            "system_log": {
+                "polling": self.poller is not None,
+                "last_poll": _iso(last_poll),
+                "cursor_age_seconds": (now - last_poll).total_seconds() if last_poll else None,
+                "last_error": poll.last_error if poll else None,
+                "last_error_at": _iso(poll.last_error_at if poll else None),
+            },
+        }
+
+    def _read(self) -> tuple[dict[str, Any], cursors.PollerState | None]:
+        with self.bridge.db.read() as conn:
+            return held_store.stats(conn, "okta"), cursors.read(conn, LOG_POLLER)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _epoch(seconds: float | None) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
