@@ -103,16 +103,18 @@ def sandbox_only(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
-    """Serve only the COR stand-in, under /sandbox/cor."""
+    """Serve only the stand-ins: COR under /sandbox/cor, Okta under /sandbox/okta."""
     import uvicorn
     from fastapi import FastAPI
 
     from app.logs import configure_logging
+    from app.okta.standin import create_okta_standin, seeded
     from app.sandbox import create_sandbox
 
     configure_logging()
     app = FastAPI(title="COR sandbox")
     app.mount("/sandbox/cor", create_sandbox())
+    app.mount("/sandbox/okta", create_okta_standin(seeded()))
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 

@@ -67,6 +67,7 @@ class LogPoller:
         self._interval = interval
         self._clock = clock
         self.rounds = Rounds("okta_log_poller")
+        self._first = True
 
     async def run(self) -> None:
         """Poll until cancelled; a failing round is recorded and retried."""
@@ -79,7 +80,8 @@ class LogPoller:
 
     async def run_once(self) -> int:
         """Read every page there is now; returns how many events were read."""
-        lease = timedelta(seconds=max(self._interval * 3, 300))
+        # A replica that dies holding the turn is replaced after two intervals.
+        lease = timedelta(seconds=2 * self._interval + 5)
         state = await anyio.to_thread.run_sync(self._take_turn, lease)
         if state is None:
             return 0  # another replica polls
@@ -109,8 +111,11 @@ class LogPoller:
         return read
 
     def _take_turn(self, lease: timedelta) -> cursors.PollerState | None:
+        # SQLite serves one process: a turn still held is this process's before a restart.
+        first = self._first and self.bridge.db.dialect == "sqlite"
+        self._first = False
         with self.bridge.db.begin() as conn:
-            return cursors.take_turn(conn, NAME, self.holder, self._clock(), lease)
+            return cursors.take_turn(conn, NAME, self.holder, self._clock(), lease, force=first)
 
     def _move(
         self, conn: Connection, *, next_url: str, items: list[MembershipChange | IgnoredEvent]

@@ -17,7 +17,8 @@ Knobs (the org's admin, for tests and demos), JSON in and out:
     POST /_standin/users/{id}/deactivate             DEPROVISIONED (groups kept), logged
     DELETE /_standin/groups/{id}                     gone, members with it; logged
     POST|DELETE /_standin/faults                     queue {status, times, path_contains}
-    POST /_standin/rate {limit}                      requests per minute per bucket
+    POST /_standin/rate {limit, window_seconds?}     requests per window (60 s) per bucket
+    POST /_standin/reset                             an empty org
     GET|DELETE /_standin/calls                       what the API was asked
 Each logged change answers with the System Log event, so a test can also deliver it by hook.
 """
@@ -59,6 +60,7 @@ class Org:
     faults: list[Fault] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     rate_limit: int = 600
+    window_seconds: float = WINDOW_SECONDS
     used: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def event(self, event_type: str, *targets: dict[str, Any]) -> dict[str, Any]:
@@ -129,10 +131,10 @@ def create_okta_standin(org: Org | None = None) -> FastAPI:
             return _error(401, "E0000011", "Invalid token provided")
         bucket = "/".join(path.split("/api/v1/", 1)[-1].split("/")[:1])
         started, count = state.used.get(bucket, (time.time(), 0))
-        if time.time() - started >= WINDOW_SECONDS:
+        if time.time() - started >= state.window_seconds:
             started, count = time.time(), 0
         state.used[bucket] = (started, count + 1)
-        reset = str(int(started + WINDOW_SECONDS) + 1)
+        reset = str(int(started + state.window_seconds) + 1)
         limits = {
             "X-Rate-Limit-Limit": str(state.rate_limit),
             "X-Rate-Limit-Remaining": str(max(state.rate_limit - count - 1, 0)),
@@ -257,10 +259,16 @@ def create_okta_standin(org: Org | None = None) -> FastAPI:
         return {"queued": 0}
 
     @app.post("/_standin/rate")
-    async def set_rate(body: dict[str, int]) -> dict[str, int]:
-        app.state.org.rate_limit = body["limit"]
+    async def set_rate(body: dict[str, float]) -> dict[str, float]:
+        app.state.org.rate_limit = int(body["limit"])
+        app.state.org.window_seconds = body.get("window_seconds", WINDOW_SECONDS)
         app.state.org.used.clear()
         return {"limit": body["limit"]}
+
+    @app.post("/_standin/reset")
+    async def reset() -> dict[str, int]:
+        app.state.org = Org()
+        return {"users": 0}
 
     @app.get("/_standin/calls")
     async def calls() -> list[str]:

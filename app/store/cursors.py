@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, literal, or_, select, update
 
 from app.store.db import insert_ignoring_conflicts
 from app.store.schema import directory_state
@@ -25,9 +25,16 @@ class PollerState:
 
 
 def take_turn(
-    conn: Connection, name: str, holder: str, now: datetime, lease: timedelta
+    conn: Connection,
+    name: str,
+    holder: str,
+    now: datetime,
+    lease: timedelta,
+    *,
+    force: bool = False,
 ) -> PollerState | None:
-    """This poller's state if `holder` may poll now (no other replica holds a live lease)."""
+    """This poller's state if `holder` may poll now (no other replica holds a live lease,
+    or `force`: the caller knows no other can)."""
     conn.execute(
         insert_ignoring_conflicts(conn, directory_state)
         .values(name=name)
@@ -38,6 +45,7 @@ def take_turn(
         .where(
             directory_state.c.name == name,
             or_(
+                literal(force),
                 directory_state.c.holder.is_(None),
                 directory_state.c.holder == holder,
                 directory_state.c.lease_until.is_(None),

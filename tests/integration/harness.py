@@ -181,8 +181,19 @@ class Sandbox(Service):
     def cor_url(self) -> str:
         return f"{self.url}/sandbox/cor"
 
+    @property
+    def okta_url(self) -> str:
+        return f"{self.url}/sandbox/okta"
+
     def reset(self) -> None:
         self.http.post(f"{self.cor_url}/reset").raise_for_status()
+        self.okta("POST", "/reset")
+
+    def okta(self, method: str, path: str, body: Any = None) -> Any:
+        """One of the Okta stand-in's knobs (app/okta/standin.py), under /_standin."""
+        reply = self.http.request(method, f"{self.okta_url}/_standin{path}", json=body)
+        reply.raise_for_status()
+        return reply.json()
 
     def calls(self, path_contains: str | None = None) -> list[dict[str, Any]]:
         params = {"path_contains": path_contains} if path_contains else None
