@@ -191,24 +191,31 @@ def _grant(t: Turn, change: MembershipChange) -> Outcome:
     workspaces = t.mapping.workspaces_for(change.provider, change.group)
     if not workspaces:
         return "unmapped", [f"{_group_text(change)} maps to no workspace"]
-    source = t.mapping.cor_source(change.provider)
     detail: list[Any] = []
+    reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
     for workspace in workspaces:
-        for job in t.ledger.open_jobs((t.cor_user_id, source, workspace)):
-            if job.event_time > change.occurred_at:
-                # An add that happened before the removal (or deactivation) arrived late.
-                detail.append(Line("kept job {} ({}): its removal is newer", job, workspace))
-                continue
-            reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
-            called_off = t.ledger.cancel(job, t.now, reason)
-            if called_off == "cancelled":
-                detail.append(Line("cancelled job {} ({}): {}", job, workspace, reason))
-            elif called_off == "asked":
-                text = "job {} ({}) is being delivered; it will not be retried"
-                detail.append(Line(text, job, workspace))
+        detail += _call_off(t, workspace, change.occurred_at, reason)
     if not detail:
         detail.append(f"member of {_group_text(change)}; grants {', '.join(workspaces)}")
     return "granted", detail
+
+
+def _call_off(t: Turn, workspace: str, granted_at: datetime, reason: str) -> list[Any]:
+    """Cancel the open detaches of `workspace` older than a grant seen at `granted_at`."""
+    source = t.mapping.cor_source(t.change.provider)
+    detail: list[Any] = []
+    for job in t.ledger.open_jobs((t.cor_user_id, source, workspace)):
+        if job.event_time > granted_at:
+            # An add that happened before the removal (or deactivation) arrived late.
+            detail.append(Line("kept job {} ({}): its removal is newer", job, workspace))
+            continue
+        called_off = t.ledger.cancel(job, t.now, reason)
+        if called_off == "cancelled":
+            detail.append(Line("cancelled job {} ({}): {}", job, workspace, reason))
+        elif called_off == "asked":
+            text = "job {} ({}) is being delivered; it will not be retried"
+            detail.append(Line(text, job, workspace))
+    return detail
 
 
 def _revoke(t: Turn) -> Outcome:
@@ -217,11 +224,16 @@ def _revoke(t: Turn) -> Outcome:
     if known is not None and _is_newer(known, change):
         return "superseded", [_superseded_text(known)]
     t.remember(change, member=False)
-    workspaces = _revoked_workspaces(t.mapping, change, known)
-    if not workspaces:
-        return "unmapped", [f"{_group_text(change)} maps to no workspace"]
     still = _still_granted(t)
     detail: list[Any] = []
+    if change.member_of is not None:
+        # The IdP's answer is news too: a detach queued earlier of a workspace a current
+        # group grants (a join the bridge never heard of) is called off.
+        for workspace, by in still.items():
+            detail += _call_off(t, workspace, change.occurred_at, f"still granted by {by}")
+    workspaces = _revoked_workspaces(t.mapping, change, known)
+    if not workspaces:
+        return "unmapped", [f"{_group_text(change)} maps to no workspace", *detail]
     to_detach = []
     for workspace in workspaces:
         if workspace in still:

@@ -53,7 +53,8 @@ def a_change(draw: st.DrawFn) -> MembershipChange:
     membership = kind in (ChangeKind.added, ChangeKind.removed)
     groups = ENTRA_GROUPS if entra else OKTA_GROUPS
     member_of = None
-    if kind is ChangeKind.removed and draw(st.booleans()) and draw(st.booleans()):
+    asked = kind in (ChangeKind.removed, ChangeKind.user_deactivated)
+    if asked and draw(st.booleans()) and draw(st.booleans()):
         member_of = tuple(draw(st.lists(st.sampled_from(groups), max_size=2)))
     return MembershipChange(
         provider="entra" if entra else "okta",
