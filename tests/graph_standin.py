@@ -277,10 +277,11 @@ def _safe_body(raw: bytes) -> Any:
 class StandinServer:
     """The stand-in under uvicorn in a daemon thread, on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = None) -> None:
+        """Serve the Graph stand-in, or `app` (another stand-in) the same way."""
         self.state = StandinState()
         config = uvicorn.Config(
-            create_standin(self.state),
+            app if app is not None else create_standin(self.state),
             host="127.0.0.1",
             port=0,
             log_level="warning",
@@ -302,7 +303,7 @@ class StandinServer:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the Graph stand-in did not start")
+                raise RuntimeError("the stand-in did not start")
             time.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ from app.store.memberships import Membership
 
 Outcome = tuple[str, list[Any]]  # (decision, detail lines)
 # Who a `member_of` list came from, for the history: the IdP's own answer.
-ASKED = {"okta": "asked Okta", "entra": "asked Microsoft Graph"}
+ASKED = {"okta": "asked Okta", "entra": "asked Graph"}
 
 
 @dataclass

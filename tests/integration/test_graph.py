@@ -283,6 +283,6 @@ def test_names_and_current_groups_come_from_graph(
     assert sent == {"WS-ONCALL", "WS-FIN"}
     [first, _] = bridge.history(ADELE_LOGIN)["events"]
     assert (
-        f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering) (asked Microsoft Graph)"
+        f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering) (asked Graph)"
         in (first["detail"])
     )

@@ -76,9 +76,8 @@ def test_a_workspace_another_okta_group_grants_is_kept_until_that_group_goes_too
     # The bridge never heard Jane join platform: only Okta can tell it WS-ENG is still granted.
     bridge.deliver(hook(member(okta, ENG_ONCALL, JANE, "remove")))
     okta.wait_detached(JANE_LOGIN, {"WS-ONCALL"})
-    assert "kept WS-ENG: still granted by okta group 00gplatform000000000 (platform) (asked Okta)" in (
-        history_lines(bridge, JANE_LOGIN)
-    )
+    kept = "kept WS-ENG: still granted by okta group 00gplatform000000000 (platform) (asked Okta)"
+    assert kept in history_lines(bridge, JANE_LOGIN)
     assert all("WS-ENG" not in c["body"]["workspaces"] for c in okta.detaches(JANE_LOGIN))
 
     bridge.deliver(hook(member(okta, PLATFORM, JANE, "remove")))

@@ -117,7 +117,7 @@ async def test_login_lookup_and_the_still_granted_rule(
     assert (kind, decision) == ("removed", "queued")
     assert (
         detail[0]
-        == f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering) (asked Microsoft Graph)"
+        == f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering) (asked Graph)"
     )
     assert pending(db) == 0
 
