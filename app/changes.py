@@ -109,6 +109,9 @@ class MembershipChange(BaseModel):
     # The user's current groups as the IdP itself reports them (Graph's transitiveMemberOf),
     # when the source asked; the still-granted rule then trusts it over what the bridge saw.
     member_of: tuple[GroupRef, ...] | None = None
+    # Why the source reports it, when it is not an IdP event as such (e.g. "reconciled:
+    # Okta no longer lists them"); the first line of the change's history.
+    note: Name | None = None
 
     @model_validator(mode="after")
     def _group_when_needed(self) -> MembershipChange:

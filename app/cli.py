@@ -16,6 +16,7 @@ from app import console
 from app.cli_graph import graph_cli, report_graph
 from app.errors import ConfigError, InputError
 from app.mapping import load_mapping
+from app.okta.cli import okta_cli, report_okta
 from app.operations import JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
 
@@ -23,6 +24,7 @@ cli = typer.Typer(
     help="cor-bridge: IdP group removals -> COR workspace detaches.", no_args_is_help=True
 )
 cli.add_typer(graph_cli, name="graph")
+cli.add_typer(okta_cli, name="okta")
 
 
 def _settings() -> Settings:
@@ -95,6 +97,7 @@ def check() -> None:
     else:
         typer.echo("COR credentials: none (only `serve --sandbox` will work)")
     report_graph(settings, mapping)
+    report_okta(settings)
     typer.echo(mapping.describe())
 
 

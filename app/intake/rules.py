@@ -75,6 +75,8 @@ def accept_changes(
             event.cor_user_id = cor_user_id
             turn = Turn(ledger, mapping, item, event, cor_user_id, now, delay)
             event.decision, event.detail = _decide(turn)
+            if item.note:
+                event.detail = [item.note, *event.detail]
     ledger.flush()
     return [_decision(item.event_id, events[i]) for i, item in enumerate(given)]
 

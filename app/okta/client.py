@@ -128,12 +128,15 @@ class OktaClient:
             if user is not None:
                 yield user
 
+    async def find_groups(self, name: str) -> list[GroupRef]:
+        """`GET /api/v1/groups?q=`: the groups named exactly `name` (q matches a prefix)."""
+        url = api_url(self._org, "api", "v1", "groups")
+        found = [_group(item) async for item in self._items(url, {"q": name, "limit": "200"})]
+        return [g for g in found if g is not None and g.name == name]
+
     def first_log_url(self, since: str, event_types: tuple[str, ...]) -> str:
         """A System Log polling request from `since` (ISO 8601) for these event types."""
-        wanted = " or ".join(f'eventType eq "{t}"' for t in event_types)
-        params = {"since": since, "sortOrder": "ASCENDING", "limit": str(LOG_PAGE_SIZE)}
-        params["filter"] = wanted
-        return str(httpx.URL(api_url(self._org, "api", "v1", "logs"), params=params))
+        return log_url(self._org, since, event_types)
 
     async def log_page(self, url: str) -> LogPage:
         """One page of a polling request; its `rel="next"` link is where to go on from."""
@@ -202,6 +205,14 @@ class OktaClient:
         # The token must never travel to another host, whatever a reply says.
         if not same_origin(self._org, url):
             raise PermanentError(f"Okta sent a link outside {self._org}")
+
+
+def log_url(org_url: str, since: str, event_types: tuple[str, ...]) -> str:
+    """`{org}/api/v1/logs` as a polling request from `since` for these event types."""
+    wanted = " or ".join(f'eventType eq "{t}"' for t in event_types)
+    params = {"since": since, "sortOrder": "ASCENDING", "limit": str(LOG_PAGE_SIZE)}
+    params["filter"] = wanted
+    return str(httpx.URL(api_url(org_url, "api", "v1", "logs"), params=params))
 
 
 def _bucket(url: str) -> str:

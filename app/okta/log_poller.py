@@ -22,6 +22,7 @@ from app import metrics
 from app.changes import IgnoredEvent, MembershipChange
 from app.errors import BridgeError
 from app.okta.client import OktaClient
+from app.okta.reconcile import GROUP_DELETED, expand_deletions
 from app.rounds import Rounds
 from app.runtime import Bridge
 from app.sources.okta import KINDS, parse_event
@@ -30,8 +31,8 @@ from app.store import cursors
 log = structlog.get_logger(__name__)
 
 NAME = "okta_system_log"
-# What the log is asked for: the events the hook turns into changes.
-EVENT_TYPES = tuple(KINDS)
+# What the log is asked for: the events the hook turns into changes, and group deletions.
+EVENT_TYPES = (*KINDS, GROUP_DELETED)
 MAX_PAGES_A_ROUND = 50
 
 
@@ -123,7 +124,7 @@ class LogPoller:
         """The page's events go in with the cursor that follows them, or neither does."""
         if not cursors.save_cursor(conn, NAME, self.holder, next_url, self._clock()):
             raise LostTurnError("another replica took over the System Log poll")
-        return None, items
+        return None, expand_deletions(conn, self.bridge.mapping, items)
 
     def _record_error(self, error: str) -> None:
         with self.bridge.db.begin() as conn:

@@ -21,10 +21,13 @@ from app.okta.checker import OktaChecker
 from app.okta.client import OktaClient
 from app.okta.log_poller import NAME as LOG_POLLER
 from app.okta.log_poller import LogPoller
+from app.okta.reconcile import NAME as SYNC
+from app.okta.reconcile import Sync
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import cursors
 from app.store import held as held_store
+from app.store.cursors import PollerState
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,7 @@ class OktaDirectory:
         self.client: OktaClient | None = None
         self.checker: OktaChecker | None = None
         self.poller: LogPoller | None = None
+        self.sync: Sync | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -83,7 +87,15 @@ class OktaDirectory:
                 self.bridge, self.client, interval=self.settings.okta_log_poll_seconds
             )
             self._tasks.append(asyncio.create_task(self.poller.run(), name="cor-bridge-okta-log"))
-        log.info("okta_directory_on", org=self.settings.okta_org_url, log_poll=bool(self.poller))
+        if self.settings.okta_sync_seconds > 0:
+            self.sync = Sync(self.bridge, self.client, interval=self.settings.okta_sync_seconds)
+            self._tasks.append(asyncio.create_task(self.sync.run(), name="cor-bridge-okta-sync"))
+        log.info(
+            "okta_directory_on",
+            org=self.settings.okta_org_url,
+            log_poll=bool(self.poller),
+            sync=bool(self.sync),
+        )
 
     async def stop(self) -> None:
         """Cancel the background tasks and close the client."""
@@ -102,7 +114,7 @@ class OktaDirectory:
                 "configured": False,
                 "still_granted": "on the memberships the bridge has seen only (no OKTA_ORG_URL)",
             }
-        held, poll = await anyio.to_thread.run_sync(self._read)
+        held, poll, sync = await anyio.to_thread.run_sync(self._read)
         metrics.HELD.labels("okta", "held").set(held["held"])
         metrics.HELD.labels("okta", "dead").set(held["dead"])
         client = self.client
@@ -126,11 +138,18 @@ class OktaDirectory:
                 "last_error": poll.last_error if poll else None,
                 "last_error_at": _iso(poll.last_error_at if poll else None),
             },
+            "sync": {
+                "every_seconds": self.settings.okta_sync_seconds or None,
+                "last_sync": _iso(sync.last_success_at if sync else None),
+                "last_error": sync.last_error if sync else None,
+                "last_error_at": _iso(sync.last_error_at if sync else None),
+            },
         }
 
-    def _read(self) -> tuple[dict[str, Any], cursors.PollerState | None]:
+    def _read(self) -> tuple[dict[str, Any], PollerState | None, PollerState | None]:
         with self.bridge.db.read() as conn:
-            return held_store.stats(conn, "okta"), cursors.read(conn, LOG_POLLER)
+            held = held_store.stats(conn, "okta")
+            return held, cursors.read(conn, LOG_POLLER), cursors.read(conn, SYNC)
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -6,6 +6,7 @@ loopback. Paths below are relative to the org URL.
 Okta's surface (DESIGN.md section 6), with `Authorization: SSWS <STANDIN_TOKEN>`:
     GET /api/v1/users/{id}                 status and profile.login; 404 E0000007
     GET /api/v1/users/{id}/groups          paged (?limit=, Link rel="next" with ?after=)
+    GET /api/v1/groups?q=                  groups whose name starts with q, paged
     GET /api/v1/groups/{id}/users          paged the same way; 404 once the group is deleted
     GET /api/v1/logs?since=&filter=&limit= a polling request: always links on (rel="next")
 Every reply carries X-Rate-Limit-Limit/-Remaining/-Reset; a bucket that runs dry is 429.
@@ -177,6 +178,14 @@ def create_okta_standin(org: Org | None = None) -> FastAPI:
             return _error(404, "E0000007", f"Not found: Resource not found: {user_id} (User)")
         everyone = _group("00geveryone000000000", "Everyone")
         return paged(request, [everyone, *(org.groups[g] for g in org.groups_of(user_id))])
+
+    @app.get("/api/v1/groups")
+    async def find_groups(request: Request) -> Response:
+        prefix = request.query_params.get("q", "")
+        org: Org = app.state.org
+        return paged(
+            request, [g for g in org.groups.values() if g["profile"]["name"].startswith(prefix)]
+        )
 
     @app.get("/api/v1/groups/{group_id}/users")
     async def group_users(group_id: str, request: Request) -> Response:

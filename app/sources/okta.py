@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.changes import ChangeKind, EventTime, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import InputError
+from app.okta.reconcile import expand_deletions
 from app.runtime import BridgeDep
 from app.sources.common import parse_json, read_body, refuse_auth, secret_matches
 
@@ -185,5 +186,10 @@ async def verify(
 async def receive(request: Request, bridge: BridgeDep) -> dict[str, object]:
     """A batch of events: stored durably before the 200."""
     envelope = parse_envelope(await read_body(request, bridge.settings.bridge_max_body_bytes))
-    decisions = await bridge.submit(to_changes(envelope), ask_okta=True)
-    return {"received": len(decisions), "eventId": envelope.eventId}
+    items = to_changes(envelope)
+    await bridge.transact(
+        lambda conn: (None, expand_deletions(conn, bridge.mapping, items)),
+        weight=len(items),
+        ask_okta=True,
+    )
+    return {"received": len(items), "eventId": envelope.eventId}

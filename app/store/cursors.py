@@ -118,3 +118,12 @@ def read(conn: Connection, name: str) -> PollerState | None:
         last_error_at=row.last_error_at,
         updated_at=row.updated_at,
     )
+
+
+def release(conn: Connection, name: str, holder: str) -> None:
+    """Give the turn back (a round finished), so another replica may take the next one."""
+    conn.execute(
+        update(directory_state)
+        .where(directory_state.c.name == name, directory_state.c.holder == holder)
+        .values(holder=None, lease_until=None)
+    )

@@ -73,3 +73,17 @@ def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Memb
         .order_by(memberships.c.group_id)
     )
     return [_from_row(r) for r in conn.execute(query)]
+
+
+def members_of_group(conn: Connection, provider: str, group_id: str) -> list[Membership]:
+    """Everyone the bridge believes is in this group now."""
+    query = (
+        select(memberships)
+        .where(
+            memberships.c.provider == provider,
+            memberships.c.group_id == group_id,
+            memberships.c.member.is_(True),
+        )
+        .order_by(memberships.c.user_id)
+    )
+    return [_from_row(r) for r in conn.execute(query)]

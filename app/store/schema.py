@@ -129,6 +129,9 @@ memberships = Table(
     Column("user", JSON, nullable=False),
 )
 
+# A group's members, for a deleted group and the membership sync (revision 0002).
+Index("ix_memberships_group", memberships.c.provider, memberships.c.group_id)
+
 # The outbox: one row per (COR user, workspace) to detach.
 jobs = Table(
     "jobs",

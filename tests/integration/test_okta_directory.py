@@ -3,6 +3,8 @@ processes on loopback (DESIGN.md section 8). Both engines."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -163,3 +165,64 @@ def test_without_the_directory_readyz_says_still_granted_rests_on_events_seen(br
     state = bridge.readyz()["checks"]["okta_directory"]
     assert state["configured"] is False
     assert "seen" in state["still_granted"]
+
+
+def test_a_deleted_group_takes_away_what_it_granted_from_every_member_the_bridge_knew(
+    start_bridge: StartBridge, okta: Sandbox
+):
+    people = [f"00upeople{i:010}" for i in range(210)]  # two pages of a group's members
+    for user_id in people:
+        okta.okta("POST", "/users", {"id": user_id, "login": f"{user_id}@acme.example"})
+        member(okta, FINANCE, user_id, "add", logged=False)
+    member(okta, PLATFORM, people[0], "add", logged=False)
+    bridge = directory_bridge(start_bridge, okta, OKTA_SYNC_SECONDS="3600")
+
+    def synced() -> str | None:
+        return bridge.readyz()["checks"]["okta_directory"]["sync"]["last_sync"]
+
+    wait_for(synced, timeout=30, what="the first membership sync")  # the bridge learns them
+    event = okta.okta("DELETE", f"/groups/{FINANCE}")
+    bridge.deliver(hook(event))
+    expected = {f"{p}@acme.example" for p in people}
+    wait_for(
+        lambda: {c["user_id"] for c in okta.detaches()} >= expected or None,
+        timeout=60,
+        what="every known member of the deleted group detached",
+    )
+    assert all(c["body"]["workspaces"] == ["WS-FIN"] for c in okta.detaches())
+    lines = history_lines(bridge, f"{people[0]}@acme.example")
+    assert any("was deleted" in line for line in lines)
+
+
+def test_a_member_removed_in_okta_with_no_event_at_all_is_found_by_the_sync(
+    start_bridge: StartBridge, okta: Sandbox
+):
+    bridge = directory_bridge(start_bridge, okta, OKTA_SYNC_SECONDS="1")
+    wait_for(
+        lambda: bridge.readyz()["checks"]["okta_directory"]["sync"]["last_sync"],
+        what="the first membership sync",
+    )
+    member(okta, FINANCE, MIA, "remove", logged=False)  # no hook, nothing in the System Log
+    okta.wait_detached(MIA_LOGIN, {"WS-FIN"}, timeout=20)
+    assert any(line.startswith("reconciled") for line in history_lines(bridge, MIA_LOGIN))
+    assert okta.detaches(JANE_LOGIN) == []  # Jane's groups did not change
+
+
+def test_catch_up_since_an_earlier_time_finds_what_happened_before_the_first_start(
+    start_bridge: StartBridge, okta: Sandbox
+):
+    member(okta, FINANCE, MIA, "remove")  # before the bridge ever ran
+    bridge = directory_bridge(start_bridge, okta, OKTA_LOG_POLL_SECONDS="0.3")
+    wait_for(lambda: bridge.readyz()["checks"]["okta_directory"]["system_log"]["last_poll"])
+    assert okta.detaches(MIA_LOGIN) == []  # the first start begins at "now"
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "okta", "catch-up", "--since", "2026-01-01T00:00:00"],
+        env=bridge.env,
+        cwd=bridge.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2026-01-01T00:00:00.000Z" in done.stdout
+    okta.wait_detached(MIA_LOGIN, {"WS-FIN"})

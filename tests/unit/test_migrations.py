@@ -28,6 +28,7 @@ def migrated(url: str) -> Database:
 
 # Tables that revisions after 0001 made: the bridge before Alembic never had them.
 LATER_TABLES = frozenset({"held_changes", "directory_state"})
+LATER_INDEXES = frozenset({"ix_memberships_group"})
 
 
 def the_old_way(url: str) -> None:
@@ -36,8 +37,18 @@ def the_old_way(url: str) -> None:
     with database.begin() as conn:
         old = [t for t in metadata.sorted_tables if t.name not in LATER_TABLES]
         metadata.create_all(conn, tables=old)
+        for name in LATER_INDEXES:
+            conn.execute(text(f"DROP INDEX {name}"))
         conn.execute(insert(schema_version).values(version=1))
     database.dispose()
+
+
+def as_of_0001(tables: dict[str, Any]) -> dict[str, Any]:
+    """A schema's shape without what revisions after 0001 added."""
+    kept = {k: dict(v) for k, v in tables.items() if k not in LATER_TABLES}
+    for table in kept.values():
+        table["indexes"] = [i for i in table["indexes"] if i[0] not in LATER_INDEXES]
+    return kept
 
 
 def shape(conn: Connection) -> dict[str, Any]:
@@ -116,10 +127,11 @@ def test_revision_0001_is_exactly_the_schema_the_old_code_made(database_url: str
     old, new = Database(other), migrated(database_url)
     try:
         with old.begin() as a, new.begin() as b:
-            assert shape(a) == {k: v for k, v in shape(b).items() if k not in LATER_TABLES}
+            assert shape(a) == as_of_0001(shape(b))
             if database_url.startswith("sqlite"):
                 ddl = "SELECT name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version'"
                 ddl += " AND tbl_name NOT IN ('held_changes', 'directory_state')"
+                ddl += " AND name NOT IN ('ix_memberships_group')"
                 ddl += " ORDER BY name"
                 assert a.execute(text(ddl)).all() == b.execute(text(ddl)).all()
     finally:

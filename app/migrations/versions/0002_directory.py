@@ -25,7 +25,8 @@ def _str(length: int) -> sa.types.TypeEngine[str]:
 
 
 def upgrade() -> None:
-    """held_changes and directory_state."""
+    """held_changes, directory_state, and memberships by group."""
+    op.create_index("ix_memberships_group", "memberships", ["provider", "group_id"])
     op.create_table(
         "held_changes",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -59,6 +60,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Back to 0001."""
+    op.drop_index("ix_memberships_group", table_name="memberships")
     op.drop_table("directory_state")
     op.drop_index("ix_held_changes_due", table_name="held_changes")
     op.drop_table("held_changes")
