@@ -116,8 +116,14 @@ async def dashboard(
         dead_shown=DEAD_SHOWN,
         worker=_worker_status(bridge),
         mapping_error=bridge.tables.error,
+        okta=await _okta_status(request),
         **data,
     )
+
+
+async def _okta_status(request: Request) -> dict[str, Any] | None:
+    directory = getattr(request.app.state, "okta", None)
+    return await directory.checks() if directory is not None else None
 
 
 def _login_form(
