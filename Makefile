@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml
 OKTA_HOOK_SECRET   ?= sandbox-okta-secret
 BRIDGE_ADMIN_TOKEN ?= sandbox-admin-token
 SCIM_TOKEN         ?= sandbox-scim-token
+# The demo reads the Okta stand-in's System Log every 5 s (production default: 60), and does
+# not sync memberships at start, so the recorded hook fixtures replay as they happened.
+OKTA_LOG_POLL_SECONDS ?= 5
+OKTA_SYNC_SECONDS     ?= 0
 
-run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, the COR sandbox
+run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, COR and Okta stand-ins
 	OKTA_HOOK_SECRET='$(OKTA_HOOK_SECRET)' BRIDGE_ADMIN_TOKEN='$(BRIDGE_ADMIN_TOKEN)' \
-	SCIM_TOKEN='$(SCIM_TOKEN)' \
+	SCIM_TOKEN='$(SCIM_TOKEN)' OKTA_LOG_POLL_SECONDS='$(OKTA_LOG_POLL_SECONDS)' \
+	OKTA_SYNC_SECONDS='$(OKTA_SYNC_SECONDS)' \
 	$(BIN)/cor-bridge serve --sandbox --host 127.0.0.1 --port 8080
 
 test: $(STAMP)  ## the whole suite

@@ -91,14 +91,23 @@ class Org:
         return [g for g, ids in self.members.items() if user_id in ids]
 
 
+JANE = "00uptu0jj9V91p5QM0h7"  # the recorded hook fixtures' Jane
+MIA = "00umia0000000000000"
+
+
 def seeded() -> Org:
-    """The `make run` demo org: Jane in eng-oncall and platform (both grant WS-ENG)."""
+    """The `make run` demo org: Jane in eng-oncall and platform (both grant WS-ENG), Mia in
+    finance; the groups and logins of mapping.yaml and the COR sandbox."""
     org = Org()
-    org.users["00ujane000000000000"] = _user("00ujane000000000000", "jane@acme.example")
-    org.groups["00g8mo0l5wuTxmoIC0h7"] = _group("00g8mo0l5wuTxmoIC0h7", "eng-oncall")
-    org.groups["00gplatform000000000"] = _group("00gplatform000000000", "platform")
-    org.members["00g8mo0l5wuTxmoIC0h7"] = ["00ujane000000000000"]
-    org.members["00gplatform000000000"] = ["00ujane000000000000"]
+    org.users[JANE] = _user(JANE, "jane@acme.example")
+    org.users[MIA] = _user(MIA, "mia@acme.example")
+    for group_id, name, members in (
+        ("00g8mo0l5wuTxmoIC0h7", "eng-oncall", [JANE]),
+        ("00gplatform000000000", "platform", [JANE]),
+        ("00g9fin0l5wuTxmoIC0h", "finance", [MIA]),
+    ):
+        org.groups[group_id] = _group(group_id, name)
+        org.members[group_id] = list(members)
     return org
 
 
