@@ -13,6 +13,7 @@ from app.changes import EventTime, Provider
 from app.errors import InputError
 from app.mapping import Mapping
 from app.store import events as event_store
+from app.store import held as held_store
 from app.store import jobs as job_store
 
 SUMMARY = (
@@ -117,6 +118,8 @@ def user_history(conn: Connection, user: str) -> dict[str, Any]:
         "user": user,
         "events": [{k: v for k, v in e.items() if k != "change"} for e in events],
         "jobs": summaries(job_store.get_jobs(conn, ids)),
+        # Removals waiting for the IdP's answer (or that could not get one in time).
+        "held": held_store.for_user(conn, user),
     }
 
 

@@ -66,6 +66,7 @@ def _row(change: MembershipChange, now: datetime) -> dict[str, Any]:
         "provider": change.provider,
         "event_id": change.event_id,
         "user_id": change.user.id,
+        "user_login": change.user.login or change.user.userName or change.user.email,
         "change": change.model_dump(mode="json"),
         "received_at": now,
         "state": PENDING,
@@ -184,15 +185,34 @@ def stats(conn: Connection, provider: str) -> dict[str, Any]:
     }
 
 
-def dead_for_user(conn: Connection, provider: str, user_id: str) -> list[dict[str, Any]]:
-    """A user's held changes that became dead letters, for their history."""
+def for_user(conn: Connection, user: str) -> list[dict[str, Any]]:
+    """A user's changes still held, or buried unchecked, for their history (IdP id or login)."""
     rows = conn.execute(
-        select(held_changes.c.event_id, held_changes.c.last_error, held_changes.c.done_at)
+        select(
+            held_changes.c.provider,
+            held_changes.c.event_id,
+            held_changes.c.change,
+            held_changes.c.received_at,
+            held_changes.c.state,
+            held_changes.c.attempts,
+            held_changes.c.last_error,
+        )
         .where(
-            held_changes.c.provider == provider,
-            held_changes.c.user_id == user_id,
-            held_changes.c.state == DEAD,
+            or_(held_changes.c.user_id == user, held_changes.c.user_login == user),
+            held_changes.c.state != DONE,
         )
         .order_by(held_changes.c.id)
     )
-    return [dict(r._mapping) for r in rows]
+    return [
+        {
+            "provider": r.provider,
+            "source_event_id": r.event_id,
+            "kind": r.change.get("change"),
+            "group": r.change.get("group"),
+            "received_at": r.received_at,
+            "state": r.state,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+        }
+        for r in rows
+    ]

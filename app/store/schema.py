@@ -272,6 +272,7 @@ held_changes = Table(
     Column("provider", Str(16), nullable=False),
     Column("event_id", Str(200), nullable=False),
     Column("user_id", Str(300), nullable=False),
+    Column("user_login", Str(300)),
     Column("change", JSON, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("state", Str(16), nullable=False),
@@ -284,6 +285,8 @@ held_changes = Table(
     UniqueConstraint("provider", "event_id", name="uq_held_changes_event"),
 )
 Index("ix_held_changes_due", held_changes.c.state, held_changes.c.next_attempt_at)
+Index("ix_held_changes_user", held_changes.c.user_id)
+Index("ix_held_changes_login", held_changes.c.user_login)
 
 # What each directory poller last did: its cursor, who polls (one replica at a time), errors.
 directory_state = Table(

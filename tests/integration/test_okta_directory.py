@@ -140,6 +140,8 @@ def test_okta_unavailable_holds_the_detach_and_the_right_one_goes_in_the_end(
     state = wait_for(failed_and_held, what="the check to fail and hold the removal")
     assert "503" in state["held_error"]
     assert okta.detaches(JANE_LOGIN) == []  # nothing on a guess
+    [held] = bridge.history(JANE_LOGIN)["held"]  # and her history says why
+    assert held["source_event_id"] == event["uuid"] and "503" in held["last_error"]
     # Then Okta's rate limit: 429 until the bucket resets.
     okta.okta("POST", "/rate", {"limit": 1, "window_seconds": 2})
     okta.wait_detached(JANE_LOGIN, {"WS-ONCALL"}, timeout=30)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("provider", _str(16), nullable=False),
         sa.Column("event_id", _str(200), nullable=False),
         sa.Column("user_id", _str(300), nullable=False),
+        sa.Column("user_login", _str(300)),
         sa.Column("change", sa.JSON(), nullable=False),
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.Column("state", _str(16), nullable=False),
@@ -45,6 +46,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "event_id", name="uq_held_changes_event"),
     )
     op.create_index("ix_held_changes_due", "held_changes", ["state", "next_attempt_at"])
+    op.create_index("ix_held_changes_user", "held_changes", ["user_id"])
+    op.create_index("ix_held_changes_login", "held_changes", ["user_login"])
     op.create_table(
         "directory_state",
         sa.Column("name", _str(64), primary_key=True),
