@@ -16,7 +16,7 @@ from app import console
 from app.cli_graph import graph_cli, report_graph
 from app.errors import ConfigError, InputError
 from app.mapping import load_mapping
-from app.operations import JobFilter, JobPage, ReplayRequest
+from app.operations import INT32_MAX, INT64_MAX, JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
 
 cli = typer.Typer(
@@ -174,7 +174,7 @@ def jobs(
     workspace: WorkspaceOption = None,
     provider: ProviderOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=INT64_MAX)] = 0,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -205,7 +205,10 @@ def history(
 
 @cli.command()
 def replay(
-    ids: Annotated[list[int] | None, typer.Argument(help="job ids; none: select by filter")] = None,
+    ids: Annotated[
+        list[int] | None,
+        typer.Argument(min=1, max=INT32_MAX, help="job ids; none: select by filter"),
+    ] = None,
     state: StateOption = None,
     user: UserOption = None,
     workspace: WorkspaceOption = None,

@@ -16,21 +16,29 @@ from urllib.parse import urlencode
 
 import anyio
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from app import operations
 from app.errors import InputError
-from app.operations import JobFilter, ReplayRequest
+from app.operations import INT32_MAX, JobFilter, JobId, ReplayRequest, RowOffset
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import refuse_auth, secret_matches
 from app.store import jobs as job_store
 from app.ui import auth
-from app.ui.render import page
+from app.ui.render import HtmlErrorsRoute, page
+
+
+def _enabled(bridge: BridgeDep) -> None:
+    auth.admin_token(bridge)  # 404 before anything else when the admin API is off
+
 
 log = structlog.get_logger(__name__)
-router = APIRouter(include_in_schema=False)
+router = APIRouter(
+    include_in_schema=False, route_class=HtmlErrorsRoute, dependencies=[Depends(_enabled)]
+)
+_JOB_IDS = TypeAdapter(list[JobId])
 T = TypeVar("T")
 RECENT = 50
 DEAD_SHOWN = 200
@@ -99,7 +107,7 @@ def _worker_status(bridge: Bridge) -> dict[str, Any]:
 async def dashboard(
     request: Request,
     bridge: BridgeDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowOffset = 0,
     next_: Annotated[str | None, Query(alias="next")] = None,
 ) -> Response:
     """Queue health, recent jobs, dead letters and the history search; or the login form."""
@@ -170,7 +178,7 @@ async def history(
 
 
 @router.get("/admin/ui/jobs/{job_id}")
-async def job(request: Request, bridge: BridgeDep, job_id: int) -> Response:
+async def job(request: Request, bridge: BridgeDep, job_id: JobId) -> Response:
     """One job with every delivery attempt."""
     viewer = _viewer(request, bridge)
     if viewer is None:
@@ -216,9 +224,10 @@ async def replay(request: Request, bridge: BridgeDep) -> Response:
         message = "This form is stale or did not come from this page; reload and try again."
         return _render(request, viewer, "error.html", 403, message=message)
     try:
-        ids = sorted({int(v) for v in form.get("id", [])})
-    except ValueError:
-        return _render(request, viewer, "error.html", 400, message="job ids must be numbers")
+        ids = sorted(set(_JOB_IDS.validate_python([int(v) for v in form.get("id", [])])))
+    except (ValueError, ValidationError):
+        message = f"job ids must be whole numbers from 1 to {INT32_MAX}"
+        return _render(request, viewer, "error.html", 400, message=message)
     lines = await _replay(bridge, ids)
     response = RedirectResponse(auth.safe_back(auth.first(form, "back")), status_code=303)
     auth.set_flash(response, request, token, lines)
