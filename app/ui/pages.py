@@ -58,9 +58,9 @@ class Viewer:
         return auth.csrf_token(self.token, self.session)
 
 
-def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
+async def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
     token = auth.admin_token(bridge)
-    session = auth.current_session(request, token)
+    session = await auth.current_session(request, bridge, token)
     return None if session is None else Viewer(token, session)
 
 
@@ -111,7 +111,7 @@ async def dashboard(
     next_: Annotated[str | None, Query(alias="next")] = None,
 ) -> Response:
     """Queue health, recent jobs, dead letters and the history search; or the login form."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _login_form(request, bridge, auth.safe_back(next_))
     data = await _read(bridge, _dashboard_data, offset)
@@ -150,14 +150,15 @@ async def login(request: Request, bridge: BridgeDep) -> Response:
         return _login_form(request, bridge, back, "That is not the admin token.", 401)
     log.info("admin_login", client=request.client and request.client.host)
     response = RedirectResponse(back, status_code=303)
-    auth.set_session(response, request, auth.new_session(token))
+    auth.set_session(response, request, await auth.start_session(bridge, token))
     return response
 
 
 @router.post("/admin/logout")
 async def logout(request: Request, bridge: BridgeDep) -> Response:
-    """End the browser session (the cookie is cleared)."""
+    """End the browser session: deleted server-side, so the old cookie opens nothing."""
     token = auth.admin_token(bridge)
+    await auth.end_session(request, bridge, token)
     response = RedirectResponse("/admin", status_code=303)
     auth.clear_session(response, request)
     auth.set_flash(response, request, token, ["Logged out."])
@@ -169,7 +170,7 @@ async def history(
     request: Request, bridge: BridgeDep, user: Annotated[str, Query(max_length=300)] = ""
 ) -> Response:
     """Every event about a user and what was decided, and their jobs."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     user = user.strip()
@@ -180,7 +181,7 @@ async def history(
 @router.get("/admin/ui/jobs/{job_id}")
 async def job(request: Request, bridge: BridgeDep, job_id: JobId) -> Response:
     """One job with every delivery attempt."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     try:
@@ -193,7 +194,7 @@ async def job(request: Request, bridge: BridgeDep, job_id: JobId) -> Response:
 @router.get("/admin/ui/replay-dead")
 async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
     """The confirmation step of "replay all dead": lists exactly what would be sent again."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     ask = ReplayRequest(
@@ -215,7 +216,7 @@ async def replay(request: Request, bridge: BridgeDep) -> Response:
     """Re-queue the jobs a form names (CSRF-checked), wake the worker, redirect back."""
     token = auth.admin_token(bridge)
     form = await auth.read_form(request)
-    session = auth.current_session(request, token)
+    session = await auth.current_session(request, bridge, token)
     if session is None:
         return _show(request, token, "error.html", 401, viewer=None, message="Log in again.")
     viewer = Viewer(token, session)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -202,3 +203,25 @@ def test_ids_and_offsets_past_their_columns_are_refused_not_crashed_on(bridge: B
             assert f"job ids must be whole numbers from 1 to {ID_MAX}" in form.text
     logged = bridge.log_path.read_text()
     assert "Traceback" not in logged and '"level": "error"' not in logged
+
+
+def test_logging_out_of_the_admin_page_ends_that_session_only(bridge: Bridge) -> None:
+    def logged_in() -> httpx.Client:
+        browser = httpx.Client(base_url=bridge.url, timeout=10)
+        login = browser.post("/admin/login", data={"token": ADMIN_TOKEN, "next": "/admin"})
+        assert login.status_code == 303
+        return browser
+
+    with closing(logged_in()) as first, closing(logged_in()) as second:
+        kept = first.cookies["cor_bridge_admin"]
+        assert kept != second.cookies["cor_bridge_admin"]
+        page = first.get("/admin")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
+        assert csrf is not None
+        assert first.post("/admin/logout", data={"csrf": csrf.group(1)}).status_code == 303
+        with httpx.Client(base_url=bridge.url, timeout=10) as thief:
+            thief.cookies.set("cor_bridge_admin", kept, domain="127.0.0.1", path="/admin")
+            again = thief.get("/admin")
+            assert again.status_code == 200 and 'action="/admin/login"' in again.text
+            assert thief.get("/admin/ui/history", params={"user": MIA}).status_code == 303
+        assert "Queue health" in second.get("/admin").text
