@@ -54,6 +54,7 @@ def serve(
 
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
+    from app.server import server_config
     from app.tables import load_checked_mapping
 
     configure_logging(log_level.upper())
@@ -72,7 +73,7 @@ def serve(
     app = create_app(settings, sandbox=sandbox)
     # SIGHUP means "reload the mapping"; until the watcher takes it over, it must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    uvicorn.Server(server_config(app, settings, host, port)).run()
 
 
 @cli.command()
