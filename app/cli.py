@@ -95,6 +95,8 @@ def check() -> None:
         typer.echo(f"COR credentials: client credentials at {settings.cor_token_url}")
     else:
         typer.echo("COR credentials: none (only `serve --sandbox` will work)")
+    proxies = ", ".join(settings.trusted_proxies()) or "none (X-Forwarded-* headers are ignored)"
+    typer.echo(f"trusted proxies: {proxies}")
     report_graph(settings, mapping)
     typer.echo(mapping.describe())
 
