@@ -17,7 +17,7 @@ from app.cli_graph import graph_cli, report_graph
 from app.errors import ConfigError, InputError
 from app.mapping import load_mapping
 from app.okta.cli import okta_cli, report_okta
-from app.operations import JobFilter, JobPage, ReplayRequest
+from app.operations import INT32_MAX, INT64_MAX, JobFilter, JobPage, ReplayRequest
 from app.settings import Settings
 
 cli = typer.Typer(
@@ -56,6 +56,7 @@ def serve(
 
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
+    from app.server import server_config
     from app.tables import load_checked_mapping
 
     configure_logging(log_level.upper())
@@ -74,7 +75,7 @@ def serve(
     app = create_app(settings, sandbox=sandbox)
     # SIGHUP means "reload the mapping"; until the watcher takes it over, it must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    uvicorn.Server(server_config(app, settings, host, port)).run()
 
 
 @cli.command()
@@ -96,6 +97,8 @@ def check() -> None:
         typer.echo(f"COR credentials: client credentials at {settings.cor_token_url}")
     else:
         typer.echo("COR credentials: none (only `serve --sandbox` will work)")
+    proxies = ", ".join(settings.trusted_proxies()) or "none (X-Forwarded-* headers are ignored)"
+    typer.echo(f"trusted proxies: {proxies}")
     report_graph(settings, mapping)
     report_okta(settings)
     typer.echo(mapping.describe())
@@ -179,7 +182,7 @@ def jobs(
     workspace: WorkspaceOption = None,
     provider: ProviderOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=INT64_MAX)] = 0,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -210,7 +213,10 @@ def history(
 
 @cli.command()
 def replay(
-    ids: Annotated[list[int] | None, typer.Argument(help="job ids; none: select by filter")] = None,
+    ids: Annotated[
+        list[int] | None,
+        typer.Argument(min=1, max=INT32_MAX, help="job ids; none: select by filter"),
+    ] = None,
     state: StateOption = None,
     user: UserOption = None,
     workspace: WorkspaceOption = None,

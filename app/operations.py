@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
@@ -15,6 +15,15 @@ from app.mapping import Mapping
 from app.store import events as event_store
 from app.store import held as held_store
 from app.store import jobs as job_store
+
+# Integers reach SQL as bound parameters; one past the column's range is a driver error
+# (SQLite: OverflowError past 64 bits; PostgreSQL: `integer out of range`), so they are
+# bounded where they come in (422). `jobs.id` is INTEGER: 32 bits on PostgreSQL (SERIAL), 64
+# on SQLite; the narrower range holds on both. OFFSET is a 64-bit integer on both engines.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+JobId = Annotated[int, Field(ge=1, le=INT32_MAX)]
+RowOffset = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 SUMMARY = (
     "id",
@@ -59,7 +68,7 @@ class JobPage(JobFilter):
     """A filter and a page of its jobs, as `GET /admin/jobs` takes them."""
 
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: RowOffset = 0
 
 
 class ReplayRequest(BaseModel):
@@ -67,7 +76,7 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = None
+    ids: list[JobId] | None = None
     filter: JobFilter | None = None
     dry_run: bool = False
     limit: int = Field(default=1000, ge=1, le=100_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -25,6 +26,13 @@ class Settings(BaseSettings):
     # Failed authentications per client address per minute before they are answered 429
     # (0: no limit). Requests with the right secret are never limited.
     bridge_auth_failures_per_minute: int = Field(default=30, ge=0)
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses or networks,
+    # comma-separated. Empty: nobody's, the peer's address and scheme are the client's.
+    bridge_trusted_proxies: str = ""
+    # The HTTP server (`cor-bridge serve`): seconds an idle keep-alive connection is kept,
+    # and connections or requests in progress at once before new ones get 503 (0: no limit).
+    bridge_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    bridge_max_connections: int = Field(default=1000, ge=0)
     # Delivery: how hard to try before a job becomes a dead letter.
     bridge_max_attempts: int = Field(default=15, ge=1)
     bridge_max_age_seconds: float = Field(default=3 * 24 * 3600, gt=0)
@@ -93,6 +101,25 @@ class Settings(BaseSettings):
         """Whether Okta itself is asked: an org URL and a token or a service app."""
         app = bool(self.okta_client_id and self.okta_private_key_file)
         return bool(self.okta_org_url) and (self.okta_api_token is not None or app)
+
+    @field_validator("bridge_trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        found: list[str] = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+                ) from None
+        return ",".join(found)
+
+    def trusted_proxies(self) -> list[str]:
+        """BRIDGE_TRUSTED_PROXIES as networks (an address is a /32 or /128 network)."""
+        return self.bridge_trusted_proxies.split(",") if self.bridge_trusted_proxies else []
 
     def sources_on(self) -> dict[str, bool]:
         """Which sources answer; a source without its secret is off (404)."""

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from starlette.types import ASGIApp
 
 from app.main import create_app
+from app.server import server_config
 from app.settings import Settings
 from tests.builders import load_fixture
 from tests.conftest import MAPPING
@@ -40,12 +42,15 @@ async def make_client(
     *,
     mapping_text: str = MAPPING,
     database_url: str | None = None,
+    served: bool = False,
+    peer: str = "127.0.0.1",
     **overrides: object,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, and a client that talks to it over ASGI.
 
     The database is `database_url` (the `database_url` fixture gives both engines), or by
-    default a SQLite file in `tmp_path`.
+    default a SQLite file in `tmp_path`. `served`: behind the middleware uvicorn adds as
+    `cor-bridge serve` configures it (app/server.py); requests come from address `peer`.
     """
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(mapping_text)
@@ -61,11 +66,18 @@ async def make_client(
         "bridge_poll_seconds": 0.05,
         **overrides,
     }
-    app = create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    app = create_app(settings)
     app.state.cor_transport = httpx.MockTransport(cor)
+    outer: ASGIApp = app
+    if served:
+        config = server_config(app, settings, "127.0.0.1", 8080)
+        config.load()
+        outer = config.loaded_app
+    transport = httpx.ASGITransport(app=outer, client=(peer, 41234))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c,
+        httpx.AsyncClient(transport=transport, base_url="http://bridge") as c,
     ):
         yield c
 

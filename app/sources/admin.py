@@ -22,7 +22,7 @@ from app.changes import (
     Provider,
     UserRef,
 )
-from app.operations import JobPage, ReplayRequest
+from app.operations import JobId, JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches, parse_json, refuse_auth
 
@@ -118,13 +118,13 @@ async def list_jobs(bridge: BridgeDep, page: Annotated[JobPage, Query()]) -> dic
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: int, bridge: BridgeDep) -> dict[str, Any]:
+async def get_job(job_id: JobId, bridge: BridgeDep) -> dict[str, Any]:
     """One job with every delivery attempt (`attempts` counts them, `deliveries` lists them)."""
     return await _in_transaction(bridge, operations.job_detail, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: int, bridge: BridgeDep) -> dict[str, Any]:
+async def cancel_job(job_id: JobId, bridge: BridgeDep) -> dict[str, Any]:
     """Cancel a pending job; a job in flight is not retried. Finished jobs are 409."""
     return await _in_transaction(bridge, operations.cancel_job, job_id)
 

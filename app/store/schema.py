@@ -301,3 +301,14 @@ directory_state = Table(
     Column("last_error_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
 )
+
+# Browser sessions of the admin page: one row per login, deleted at logout. The row's id is
+# the SHA-256 of the secret in the cookie, so the table alone cannot be used to log in.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", Str(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_admin_sessions_expires", admin_sessions.c.expires_at)

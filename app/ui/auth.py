@@ -1,9 +1,10 @@
-"""Browser sessions for the admin page: a signed cookie, CSRF tokens and flash messages.
+"""Browser sessions for the admin page: a session cookie, CSRF tokens and flash messages.
 
-Everything is derived from BRIDGE_ADMIN_TOKEN with HMAC-SHA256, so no server-side state
-is kept and changing the token ends every session. The cookie never holds the token:
+Each login draws a random secret; the database keeps only its SHA-256 (app/store/sessions.py)
+until logout deletes it or SESSION_SECONDS pass. The cookie also carries an HMAC made with
+BRIDGE_ADMIN_TOKEN, so changing the token ends every session. It never holds the token:
 
-    session = "<issued unix time>.<HMAC(token, 'session|<issued>')>"   (valid SESSION_SECONDS)
+    session = "<random secret>.<HMAC(token, 'session|<secret>')>"      (a row while it lasts)
     csrf    = HMAC(token, 'csrf|' + session)                          (hidden field in forms)
     flash   = "<base64url JSON list>.<HMAC(token, 'flash|' + payload)>" (one redirect long)
 """
@@ -15,14 +16,22 @@ import hashlib
 import hmac
 import json
 import re
-import time
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import HTTPException, Request, Response
 from pydantic import SecretStr
+from sqlalchemy import Connection
 
 from app.runtime import Bridge
 from app.sources.common import read_body
+from app.store import sessions as session_store
+
+T = TypeVar("T")
 
 SESSION_COOKIE = "cor_bridge_admin"
 FLASH_COOKIE = "cor_bridge_flash"
@@ -30,6 +39,7 @@ COOKIE_PATH = "/admin"
 SESSION_SECONDS = 12 * 3600
 FORM_LIMIT = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 # Where a form may send the browser back to: a path of this app's admin pages, nothing else.
 _SAFE_BACK = re.compile(r"/admin(/ui/[A-Za-z0-9_./-]*)?(\?[A-Za-z0-9_.=&%@+-]*)?(#[a-z-]+)?")
 
@@ -47,29 +57,59 @@ def _mac(token: SecretStr, label: str) -> str:
     return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
 
 
-def new_session(token: SecretStr, now: float | None = None) -> str:
-    """A fresh session value for the cookie."""
-    issued = int(time.time() if now is None else now)
-    return f"{issued}.{_mac(token, f'session|{issued}')}"
+def new_session(token: SecretStr) -> str:
+    """A fresh session value for the cookie: a random secret and its MAC under `token`."""
+    secret = secrets.token_urlsafe(32)
+    return f"{secret}.{_mac(token, f'session|{secret}')}"
 
 
-def session_valid(token: SecretStr, value: str | None, now: float | None = None) -> bool:
-    """True for an unexpired session value signed with this token."""
+def session_key(token: SecretStr, value: str | None) -> str | None:
+    """The key a session value is stored under, or None when it is not signed by `token`."""
     if not value:
-        return False
-    issued, _, mac = value.partition(".")
-    if not issued.isdigit():
-        return False
-    age = (time.time() if now is None else now) - int(issued)
-    if not -60 <= age < SESSION_SECONDS:
-        return False
-    return hmac.compare_digest(mac, _mac(token, f"session|{issued}"))
+        return None
+    secret, _, mac = value.partition(".")
+    if not _SECRET.fullmatch(secret):
+        return None
+    if not hmac.compare_digest(mac.encode(), _mac(token, f"session|{secret}").encode()):
+        return None
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def current_session(request: Request, token: SecretStr) -> str | None:
-    """The request's valid session value, or None."""
+async def _store(bridge: Bridge, work: Callable[[Connection], T], *, write: bool) -> T:
+    def run() -> T:
+        with bridge.db.begin() if write else bridge.db.read() as conn:
+            return work(conn)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+async def start_session(bridge: Bridge, token: SecretStr) -> str:
+    """Record a new session (valid SESSION_SECONDS) and return its cookie value."""
+    value = new_session(token)
+    key = session_key(token, value)
+    assert key is not None
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=SESSION_SECONDS)
+    await _store(bridge, lambda c: session_store.start_session(c, key, now, expires), write=True)
+    return value
+
+
+async def current_session(request: Request, bridge: Bridge, token: SecretStr) -> str | None:
+    """The request's session value while it is signed, recorded and unexpired; else None."""
     value = request.cookies.get(SESSION_COOKIE)
-    return value if session_valid(token, value) else None
+    key = session_key(token, value)
+    if key is None:
+        return None
+    now = datetime.now(UTC)
+    alive = await _store(bridge, lambda c: session_store.session_active(c, key, now), write=False)
+    return value if alive else None
+
+
+async def end_session(request: Request, bridge: Bridge, token: SecretStr) -> None:
+    """Delete the request's session, so its cookie opens nothing any more."""
+    key = session_key(token, request.cookies.get(SESSION_COOKIE))
+    if key is not None:
+        await _store(bridge, lambda c: session_store.end_session(c, key), write=True)
 
 
 def csrf_token(token: SecretStr, session: str) -> str:

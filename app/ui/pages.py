@@ -16,21 +16,29 @@ from urllib.parse import urlencode
 
 import anyio
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from app import operations
 from app.errors import InputError
-from app.operations import JobFilter, ReplayRequest
+from app.operations import INT32_MAX, JobFilter, JobId, ReplayRequest, RowOffset
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import refuse_auth, secret_matches
 from app.store import jobs as job_store
 from app.ui import auth
-from app.ui.render import page
+from app.ui.render import HtmlErrorsRoute, page
+
+
+def _enabled(bridge: BridgeDep) -> None:
+    auth.admin_token(bridge)  # 404 before anything else when the admin API is off
+
 
 log = structlog.get_logger(__name__)
-router = APIRouter(include_in_schema=False)
+router = APIRouter(
+    include_in_schema=False, route_class=HtmlErrorsRoute, dependencies=[Depends(_enabled)]
+)
+_JOB_IDS = TypeAdapter(list[JobId])
 T = TypeVar("T")
 RECENT = 50
 DEAD_SHOWN = 200
@@ -50,9 +58,9 @@ class Viewer:
         return auth.csrf_token(self.token, self.session)
 
 
-def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
+async def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
     token = auth.admin_token(bridge)
-    session = auth.current_session(request, token)
+    session = await auth.current_session(request, bridge, token)
     return None if session is None else Viewer(token, session)
 
 
@@ -99,11 +107,11 @@ def _worker_status(bridge: Bridge) -> dict[str, Any]:
 async def dashboard(
     request: Request,
     bridge: BridgeDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowOffset = 0,
     next_: Annotated[str | None, Query(alias="next")] = None,
 ) -> Response:
     """Queue health, recent jobs, dead letters and the history search; or the login form."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _login_form(request, bridge, auth.safe_back(next_))
     data = await _read(bridge, _dashboard_data, offset)
@@ -148,14 +156,15 @@ async def login(request: Request, bridge: BridgeDep) -> Response:
         return _login_form(request, bridge, back, "That is not the admin token.", 401)
     log.info("admin_login", client=request.client and request.client.host)
     response = RedirectResponse(back, status_code=303)
-    auth.set_session(response, request, auth.new_session(token))
+    auth.set_session(response, request, await auth.start_session(bridge, token))
     return response
 
 
 @router.post("/admin/logout")
 async def logout(request: Request, bridge: BridgeDep) -> Response:
-    """End the browser session (the cookie is cleared)."""
+    """End the browser session: deleted server-side, so the old cookie opens nothing."""
     token = auth.admin_token(bridge)
+    await auth.end_session(request, bridge, token)
     response = RedirectResponse("/admin", status_code=303)
     auth.clear_session(response, request)
     auth.set_flash(response, request, token, ["Logged out."])
@@ -167,7 +176,7 @@ async def history(
     request: Request, bridge: BridgeDep, user: Annotated[str, Query(max_length=300)] = ""
 ) -> Response:
     """Every event about a user and what was decided, and their jobs."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     user = user.strip()
@@ -176,9 +185,9 @@ async def history(
 
 
 @router.get("/admin/ui/jobs/{job_id}")
-async def job(request: Request, bridge: BridgeDep, job_id: int) -> Response:
+async def job(request: Request, bridge: BridgeDep, job_id: JobId) -> Response:
     """One job with every delivery attempt."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     try:
@@ -191,7 +200,7 @@ async def job(request: Request, bridge: BridgeDep, job_id: int) -> Response:
 @router.get("/admin/ui/replay-dead")
 async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
     """The confirmation step of "replay all dead": lists exactly what would be sent again."""
-    viewer = _viewer(request, bridge)
+    viewer = await _viewer(request, bridge)
     if viewer is None:
         return _to_login(request)
     ask = ReplayRequest(
@@ -213,7 +222,7 @@ async def replay(request: Request, bridge: BridgeDep) -> Response:
     """Re-queue the jobs a form names (CSRF-checked), wake the worker, redirect back."""
     token = auth.admin_token(bridge)
     form = await auth.read_form(request)
-    session = auth.current_session(request, token)
+    session = await auth.current_session(request, bridge, token)
     if session is None:
         return _show(request, token, "error.html", 401, viewer=None, message="Log in again.")
     viewer = Viewer(token, session)
@@ -222,9 +231,10 @@ async def replay(request: Request, bridge: BridgeDep) -> Response:
         message = "This form is stale or did not come from this page; reload and try again."
         return _render(request, viewer, "error.html", 403, message=message)
     try:
-        ids = sorted({int(v) for v in form.get("id", [])})
-    except ValueError:
-        return _render(request, viewer, "error.html", 400, message="job ids must be numbers")
+        ids = sorted(set(_JOB_IDS.validate_python([int(v) for v in form.get("id", [])])))
+    except (ValueError, ValidationError):
+        message = f"job ids must be whole numbers from 1 to {INT32_MAX}"
+        return _render(request, viewer, "error.html", 400, message=message)
     lines = await _replay(bridge, ids)
     response = RedirectResponse(auth.safe_back(auth.first(form, "back")), status_code=303)
     auth.set_flash(response, request, token, lines)

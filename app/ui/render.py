@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 # No scripts, no framing, no third parties: the pages are plain HTML with one style block.
@@ -75,3 +79,29 @@ def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     """Render a template into an HTML response with the security headers."""
     html = environment().get_template(name).render(**context)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def invalid_input_page(exc: RequestValidationError) -> HTMLResponse:
+    """The 422 page for a path or query value the route refused (named, never echoed)."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in e['loc'][1:]) or 'request'}: {e['msg']}"
+        for e in exc.errors()
+    )
+    message = f"This address asks for something the bridge cannot look up ({problems})."
+    return page("error.html", 422, flash=[], now=datetime.now(UTC), viewer=None, message=message)
+
+
+class HtmlErrorsRoute(APIRoute):
+    """A route of the admin page: a value FastAPI refuses gets an HTML page, not JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, answering validation errors with `invalid_input_page`."""
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return invalid_input_page(exc)
+
+        return handle

@@ -3,8 +3,10 @@ sends each at most once more, and never what the user has been granted again).""
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -149,3 +151,77 @@ def test_replay_of_an_unknown_job_is_404(bridge: Bridge) -> None:
     assert reply.json()["detail"] == "no job with id 424242"
     assert bridge.admin("GET", "/jobs/424242").status_code == 404
     assert bridge.admin("POST", "/replay", json={}).status_code == 422
+
+
+ID_MAX, OFFSET_MAX = 2**31 - 1, 2**63 - 1  # jobs.id is INTEGER (32 bits on PostgreSQL)
+TOO_BIG_IDS = [str(ID_MAX + 1), str(OFFSET_MAX + 1), "99999999999999999999999"]
+TOO_BIG_OFFSETS = [str(OFFSET_MAX + 1), "99999999999999999999999"]
+
+
+def test_ids_and_offsets_past_their_columns_are_refused_not_crashed_on(bridge: Bridge) -> None:
+    """Every integer an operator can type is bounded to what the store can hold: 422 naming
+    the field (an HTML page on the admin page), never a 500 with a traceback in the log."""
+    json_type = {"Content-Type": "application/json"}
+    asked = [("GET", "/jobs", {"params": {"offset": big}}) for big in TOO_BIG_OFFSETS]
+    for big in TOO_BIG_IDS:
+        asked += [
+            ("GET", f"/jobs/{big}", {}),
+            ("POST", f"/jobs/{big}/cancel", {}),
+            ("POST", "/replay", {"content": f'{{"ids": [{big}]}}'.encode(), "headers": json_type}),
+        ]
+    for method, path, kwargs in asked:
+        reply = bridge.admin(method, path, **kwargs)
+        assert reply.status_code == 422, (method, path, reply.text)
+        [error] = reply.json()["detail"]
+        assert error["type"] == "less_than_equal", error
+        assert "input" not in error
+    for path in ("/jobs/0", "/jobs/-1", "/jobs?offset=-1"):
+        assert bridge.admin("GET", path).status_code == 422, path
+    # The largest values are questions the store can answer.
+    assert bridge.admin("GET", f"/jobs/{ID_MAX}").status_code == 404
+    assert bridge.admin("POST", f"/jobs/{ID_MAX}/cancel").status_code == 404
+    assert bridge.admin("POST", "/replay", json={"ids": [ID_MAX]}).status_code == 404
+    assert bridge.admin("GET", "/jobs", params={"offset": OFFSET_MAX}).json()["jobs"] == []
+
+    with httpx.Client(base_url=bridge.url, timeout=10) as browser:
+        login = browser.post("/admin/login", data={"token": ADMIN_TOKEN, "next": "/admin"})
+        assert login.status_code == 303
+        pages = [f"/admin?offset={big}" for big in TOO_BIG_OFFSETS]
+        pages += [f"/admin/ui/jobs/{big}" for big in TOO_BIG_IDS]
+        for path in pages:
+            page = browser.get(path)
+            assert page.status_code == 422, path
+            assert page.headers["content-type"].startswith("text/html")
+            assert "Input should be less than or equal to" in page.text
+        assert browser.get(f"/admin/ui/jobs/{ID_MAX}").status_code == 404
+        assert browser.get(f"/admin?offset={OFFSET_MAX}").status_code == 200
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', browser.get("/admin").text)
+        assert csrf is not None
+        for big in TOO_BIG_IDS:
+            form = browser.post("/admin/ui/replay", data={"csrf": csrf.group(1), "id": big})
+            assert form.status_code == 400
+            assert f"job ids must be whole numbers from 1 to {ID_MAX}" in form.text
+    logged = bridge.log_path.read_text()
+    assert "Traceback" not in logged and '"level": "error"' not in logged
+
+
+def test_logging_out_of_the_admin_page_ends_that_session_only(bridge: Bridge) -> None:
+    def logged_in() -> httpx.Client:
+        browser = httpx.Client(base_url=bridge.url, timeout=10)
+        login = browser.post("/admin/login", data={"token": ADMIN_TOKEN, "next": "/admin"})
+        assert login.status_code == 303
+        return browser
+
+    with closing(logged_in()) as first, closing(logged_in()) as second:
+        kept = first.cookies["cor_bridge_admin"]
+        assert kept != second.cookies["cor_bridge_admin"]
+        page = first.get("/admin")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
+        assert csrf is not None
+        assert first.post("/admin/logout", data={"csrf": csrf.group(1)}).status_code == 303
+        with httpx.Client(base_url=bridge.url, timeout=10) as thief:
+            thief.cookies.set("cor_bridge_admin", kept, domain="127.0.0.1", path="/admin")
+            again = thief.get("/admin")
+            assert again.status_code == 200 and 'action="/admin/login"' in again.text
+            assert thief.get("/admin/ui/history", params={"user": MIA}).status_code == 303
+        assert "Queue health" in second.get("/admin").text

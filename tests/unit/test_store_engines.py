@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -13,6 +13,8 @@ from app.mapping import Mapping
 from app.store import Database
 from app.store import events as event_store
 from app.store import jobs as job_store
+from app.store import sessions as session_store
+from app.store.schema import admin_sessions
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ENG = GroupRef(id="00g8mo0l5wuTxmoIC0h7", name="eng-oncall")  # WS-ENG, WS-ONCALL
@@ -105,3 +107,18 @@ def test_a_connection_returned_after_dispose_is_closed(database_url: str):
     closed = getattr(raw, "closed", None)
     if isinstance(closed, bool):  # psycopg; sqlite3 connections do not say
         assert closed
+
+
+def test_admin_sessions_last_until_they_expire_or_end(db: Database):
+    hour = timedelta(hours=1)
+    with db.begin() as conn:
+        session_store.start_session(conn, "old", NOW - 13 * hour, NOW - hour)
+        session_store.start_session(conn, "a" * 64, NOW - 13 * hour, NOW - hour)
+        assert not session_store.session_active(conn, "old", NOW)
+        assert session_store.session_active(conn, "old", NOW - 2 * hour)
+        session_store.start_session(conn, "new", NOW, NOW + 12 * hour)  # drops expired ones
+        assert conn.execute(select(admin_sessions.c.id)).scalars().all() == ["new"]
+        assert session_store.session_active(conn, "new", NOW)
+        assert session_store.end_session(conn, "new")
+        assert not session_store.end_session(conn, "new")
+        assert not session_store.session_active(conn, "new", NOW)

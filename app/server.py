@@ -1,0 +1,32 @@
+"""How `cor-bridge serve` runs the app under uvicorn: proxy headers, keep-alive, connections.
+
+uvicorn believes X-Forwarded-For and X-Forwarded-Proto from 127.0.0.1 unless told otherwise,
+so anything on the bridge's own host could pose as any client address (a fresh failed-auth
+bucket per request) or as https. The bridge believes them only from BRIDGE_TRUSTED_PROXIES,
+and from nobody when that is empty. Behind a trusted proxy, `request.client` is the caller the
+proxy saw and `request.url.scheme` the scheme the browser used (the session cookie's `Secure`).
+"""
+
+from __future__ import annotations
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from app.settings import Settings
+
+
+def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn configuration `cor-bridge serve` runs `app` with."""
+    trusted = settings.trusted_proxies()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
+        timeout_keep_alive=settings.bridge_keep_alive_seconds,
+        limit_concurrency=settings.bridge_max_connections or None,
+    )
