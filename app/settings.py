@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     bridge_mapping_poll_seconds: float = Field(default=2.0, gt=0)
     bridge_admin_token: SecretStr | None = None
     bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Events in one Okta delivery, notifications in one Graph POST: more is 413, unread.
+    bridge_max_events_per_delivery: int = Field(default=1000, ge=1)
     # Failed authentications per client address per minute before they are answered 429
     # (0: no limit). Requests with the right secret are never limited.
     bridge_auth_failures_per_minute: int = Field(default=30, ge=0)

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from app.errors import InputError
-from app.sources.common import parse_json, secret_matches
+from app.sources.common import check_batch_size, parse_json, secret_matches
 from app.sources.okta import describe_errors
 
 USER_TYPE = "#microsoft.graph.user"
@@ -80,9 +80,10 @@ class Notification:
         return self.body.subscriptionId
 
 
-def parse_delivery(body: bytes) -> list[Notification]:
-    """The body as notifications, or a 400 naming what is wrong."""
+def parse_delivery(body: bytes, max_notifications: int = 1000) -> list[Notification]:
+    """The body as notifications, or a 400 naming what is wrong (413: too many)."""
     raw = parse_json(body)
+    check_batch_size(raw, ("value",), max_notifications, "notifications")
     try:
         delivery = GraphDelivery.model_validate(raw)
     except ValidationError as exc:

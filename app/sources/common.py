@@ -156,3 +156,17 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body.encode()})
+
+
+def check_batch_size(raw: Any, path: tuple[str, ...], limit: int, what: str) -> None:
+    """413 naming the count when the list at `path` in `raw` holds more than `limit` items,
+    before any of it is validated or stored."""
+    found: Any = raw
+    for key in path:
+        found = found.get(key) if isinstance(found, dict) else None
+    if isinstance(found, list) and len(found) > limit:
+        raise InputError(
+            f"{len(found)} {what} in one delivery; the limit is {limit} "
+            "(BRIDGE_MAX_EVENTS_PER_DELIVERY): nothing was stored",
+            status=413,
+        )

@@ -56,7 +56,8 @@ async def receive(request: Request, bridge: Bridge, validation_token: str | None
         raise HTTPException(404, "Graph webhook is not enabled (GRAPH_CLIENT_STATE is unset)")
     if validation_token is not None:
         return validation_reply(validation_token)
-    notes = parse_delivery(await read_body(request, bridge.settings.bridge_max_body_bytes))
+    body = await read_body(request, bridge.settings.bridge_max_body_bytes)
+    notes = parse_delivery(body, bridge.settings.bridge_max_events_per_delivery)
     wrong = mismatched_client_states(notes, client_state)
     if wrong:
         # The subscription ids help find a misconfigured subscription; the value never shows.

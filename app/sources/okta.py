@@ -14,7 +14,13 @@ from app.changes import ChangeKind, EventTime, GroupRef, IgnoredEvent, Membershi
 from app.errors import InputError
 from app.okta.reconcile import expand_deletions
 from app.runtime import BridgeDep
-from app.sources.common import parse_json, read_body, refuse_auth, secret_matches
+from app.sources.common import (
+    check_batch_size,
+    parse_json,
+    read_body,
+    refuse_auth,
+    secret_matches,
+)
 
 KINDS = {
     "group.user_membership.remove": ChangeKind.removed,
@@ -140,10 +146,12 @@ def _target(event: OktaEvent, kind: str) -> OktaTarget | None:
     return next((t for t in event.target or [] if t.type == kind), None)
 
 
-def parse_envelope(body: bytes) -> OktaEnvelope:
-    """The body as an Okta envelope, or a 400 naming what is wrong."""
+def parse_envelope(body: bytes, max_events: int = 1000) -> OktaEnvelope:
+    """The body as an Okta envelope, or a 400 naming what is wrong (413: too many events)."""
+    raw = parse_json(body)
+    check_batch_size(raw, ("data", "events"), max_events, "events")
     try:
-        return OktaEnvelope.model_validate(parse_json(body))
+        return OktaEnvelope.model_validate(raw)
     except ValidationError as exc:
         raise InputError(f"not an Okta event hook delivery: {describe_errors(exc)}") from exc
 
@@ -185,7 +193,8 @@ async def verify(
 @router.post("")
 async def receive(request: Request, bridge: BridgeDep) -> dict[str, object]:
     """A batch of events: stored durably before the 200."""
-    envelope = parse_envelope(await read_body(request, bridge.settings.bridge_max_body_bytes))
+    body = await read_body(request, bridge.settings.bridge_max_body_bytes)
+    envelope = parse_envelope(body, bridge.settings.bridge_max_events_per_delivery)
     items = to_changes(envelope)
     await bridge.transact(
         lambda conn: (None, expand_deletions(conn, bridge.mapping, items)),

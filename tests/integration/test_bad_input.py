@@ -107,3 +107,18 @@ def test_sources_without_secrets_are_off(start_bridge: StartBridge) -> None:
     assert ready["checks"]["sources"]["okta_hook"] is False
     assert ready["checks"]["sources"]["admin"] is False
     assert ready["checks"]["queue"]["jobs"]["pending"] == 0
+
+
+def test_a_delivery_past_the_event_cap_is_refused_fast_and_stores_nothing(
+    start_bridge: StartBridge, sandbox: Sandbox
+):
+    bridge = start_bridge(BRIDGE_MAX_EVENTS_PER_DELIVERY="5")
+    six = okta_delivery(*(okta_event("group.user_membership.remove", user="li") for _ in range(6)))
+    refused(hook(bridge, json.dumps(six).encode()), 413, "6 events in one delivery; the limit is 5")
+    # A megabyte of empty events (the default cap is 1000) is answered within Okta's 3 s.
+    flood = start_bridge()
+    body = b'{"eventType":"com.okta.event_hook","data":{"events":[' + b"{}," * 340_000 + b"{}]}}"
+    reply = hook(flood, body, timeout=3.0)
+    refused(reply, 413, "340001 events in one delivery; the limit is 1000")
+    assert bridge.history(LI)["events"] == [] and flood.history(LI)["events"] == []
+    assert sandbox.detaches(LI) == []

@@ -185,3 +185,18 @@ async def test_a_login_template_without_credentials_refuses_to_start(tmp_path: P
     with pytest.raises(ConfigError, match="user_id template uses \\{login\\}"):
         async with make_client(tmp_path, cor, mapping_text=MAPPING, graph_client_state=STATE):
             pass
+
+
+async def test_a_post_past_the_notification_cap_is_refused_whole(
+    tmp_path: Path, cor: FakeCor, standin: StandinServer
+):
+    settings: dict[str, Any] = {"graph_client_state": STATE, **standin.settings()}
+    settings["bridge_max_events_per_delivery"] = 2
+    async with make_client(tmp_path, cor, mapping_text=MAPPING, **settings) as client:
+        body = notification()
+        body["value"] = body["value"] * 3
+        reply = await client.post("/hooks/graph", json=body)
+        assert reply.status_code == 413
+        assert reply.json()["detail"].startswith("3 notifications in one delivery; the limit is 2")
+        body["value"] = body["value"][:2]
+        assert (await client.post("/hooks/graph", json=body)).status_code == 202
