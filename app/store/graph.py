@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
+from app.store import queue
 from app.store.db import insert_ignoring_conflicts
 from app.store.schema import graph_inbox, graph_subscriptions, memberships
 
-PENDING, DONE = "pending", "done"
+PENDING, DONE = queue.PENDING, "done"
 
 
 @dataclass(frozen=True)
@@ -193,27 +194,7 @@ def claim_inbox(
     conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
 ) -> list[InboxRow]:
     """Take up to `limit` due pending entries (and those whose claim lapsed), oldest first."""
-    due = and_(
-        graph_inbox.c.state == PENDING,
-        graph_inbox.c.next_attempt_at <= now,
-        or_(graph_inbox.c.lease_until.is_(None), graph_inbox.c.lease_until < now),
-    )
-    rows = list(
-        conn.execute(
-            select(graph_inbox)
-            .where(due)
-            .order_by(graph_inbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-    if not rows:
-        return []
-    conn.execute(
-        update(graph_inbox)
-        .where(graph_inbox.c.id.in_([r.id for r in rows]))
-        .values(lease_until=now + lease, claimed_by=worker_id)
-    )
+    rows = queue.claim(conn, graph_inbox, now=now, limit=limit, worker_id=worker_id, lease=lease)
     return [
         InboxRow(
             id=r.id,
@@ -233,35 +214,14 @@ def finish_inbox(
     conn: Connection, ids: Sequence[int], worker_id: str, now: datetime, note: str | None = None
 ) -> set[int]:
     """Mark claimed entries done; returns those this worker still held."""
-    if not ids:
-        return set()
-    rows = conn.execute(
-        update(graph_inbox)
-        .where(
-            graph_inbox.c.id.in_(list(ids)),
-            graph_inbox.c.state == PENDING,
-            graph_inbox.c.claimed_by == worker_id,
-        )
-        .values(state=DONE, done_at=now, lease_until=None, last_error=note)
-        .returning(graph_inbox.c.id)
-    )
-    return {int(r[0]) for r in rows}
+    return queue.settle(conn, graph_inbox, ids, worker_id, state=DONE, done_at=now, last_error=note)
 
 
 def defer_inbox(
     conn: Connection, row_id: int, worker_id: str, next_attempt_at: datetime, error: str
 ) -> None:
     """A lookup failed: try this entry again later."""
-    conn.execute(
-        update(graph_inbox)
-        .where(graph_inbox.c.id == row_id, graph_inbox.c.claimed_by == worker_id)
-        .values(
-            attempts=graph_inbox.c.attempts + 1,
-            next_attempt_at=next_attempt_at,
-            lease_until=None,
-            last_error=error[:1000],
-        )
-    )
+    queue.defer(conn, graph_inbox, row_id, worker_id, next_attempt_at, error)
 
 
 def inbox_stats(conn: Connection) -> dict[str, Any]:

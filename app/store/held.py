@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, func, or_, select, tuple_
 
 from app.changes import MembershipChange
+from app.store import queue
 from app.store.db import chunked, insert_ignoring_conflicts
 from app.store.schema import events, held_changes
 
-PENDING, DONE, DEAD = "pending", "done", "dead"
+PENDING, DONE, DEAD = queue.PENDING, "done", "dead"
 
 
 @dataclass(frozen=True)
@@ -79,27 +80,7 @@ def claim(
     conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
 ) -> list[HeldChange]:
     """Take up to `limit` due pending changes (and those whose claim lapsed), oldest first."""
-    due = and_(
-        held_changes.c.state == PENDING,
-        held_changes.c.next_attempt_at <= now,
-        or_(held_changes.c.lease_until.is_(None), held_changes.c.lease_until < now),
-    )
-    rows = list(
-        conn.execute(
-            select(held_changes)
-            .where(due)
-            .order_by(held_changes.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-    if not rows:
-        return []
-    conn.execute(
-        update(held_changes)
-        .where(held_changes.c.id.in_([r.id for r in rows]))
-        .values(lease_until=now + lease, claimed_by=worker_id)
-    )
+    rows = queue.claim(conn, held_changes, now=now, limit=limit, worker_id=worker_id, lease=lease)
     return [
         HeldChange(
             id=r.id,
@@ -113,47 +94,18 @@ def claim(
 
 def finish(conn: Connection, ids: Sequence[int], worker_id: str, now: datetime) -> set[int]:
     """Mark claimed changes done; returns those this worker still held."""
-    return _settle(conn, ids, worker_id, state=DONE, done_at=now, lease_until=None)
+    return queue.settle(conn, held_changes, ids, worker_id, state=DONE, done_at=now)
 
 
 def bury(conn: Connection, row_id: int, worker_id: str, now: datetime, error: str) -> bool:
     """The directory could not be asked in time: a dead letter that says why."""
-    done = _settle(
-        conn, [row_id], worker_id, state=DEAD, done_at=now, lease_until=None, last_error=error
-    )
-    return bool(done)
+    values = {"state": DEAD, "done_at": now, "last_error": error[:1000]}
+    return bool(queue.settle(conn, held_changes, [row_id], worker_id, **values))
 
 
 def defer(conn: Connection, row_id: int, worker_id: str, at: datetime, error: str) -> None:
     """Asking failed this time: try again at `at`."""
-    conn.execute(
-        update(held_changes)
-        .where(held_changes.c.id == row_id, held_changes.c.claimed_by == worker_id)
-        .values(
-            attempts=held_changes.c.attempts + 1,
-            next_attempt_at=at,
-            lease_until=None,
-            last_error=error[:1000],
-        )
-    )
-
-
-def _settle(conn: Connection, ids: Sequence[int], worker_id: str, **values: Any) -> set[int]:
-    if not ids:
-        return set()
-    if "last_error" in values:
-        values["last_error"] = str(values["last_error"])[:1000]
-    rows = conn.execute(
-        update(held_changes)
-        .where(
-            held_changes.c.id.in_(list(ids)),
-            held_changes.c.state == PENDING,
-            held_changes.c.claimed_by == worker_id,
-        )
-        .values(**values)
-        .returning(held_changes.c.id)
-    )
-    return {int(r[0]) for r in rows}
+    queue.defer(conn, held_changes, row_id, worker_id, at, error)
 
 
 def stats(conn: Connection, provider: str) -> dict[str, Any]:

@@ -63,27 +63,18 @@ def put_memberships(conn: Connection, pairs: Collection[Membership]) -> None:
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:
     """The groups the user is currently in, as far as the bridge knows, by group id."""
-    query = (
-        select(memberships)
-        .where(
-            memberships.c.provider == provider,
-            memberships.c.user_id == user_id,
-            memberships.c.member.is_(True),
-        )
-        .order_by(memberships.c.group_id)
-    )
-    return [_from_row(r) for r in conn.execute(query)]
+    return _current(conn, provider, memberships.c.user_id == user_id, memberships.c.group_id)
 
 
 def members_of_group(conn: Connection, provider: str, group_id: str) -> list[Membership]:
     """Everyone the bridge believes is in this group now."""
+    return _current(conn, provider, memberships.c.group_id == group_id, memberships.c.user_id)
+
+
+def _current(conn: Connection, provider: str, which: Any, order: Any) -> list[Membership]:
     query = (
         select(memberships)
-        .where(
-            memberships.c.provider == provider,
-            memberships.c.group_id == group_id,
-            memberships.c.member.is_(True),
-        )
-        .order_by(memberships.c.user_id)
+        .where(memberships.c.provider == provider, which, memberships.c.member.is_(True))
+        .order_by(order)
     )
     return [_from_row(r) for r in conn.execute(query)]

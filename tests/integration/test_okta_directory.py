@@ -57,11 +57,12 @@ def hook(*events: dict[str, Any]) -> dict[str, Any]:
 
 
 def directory_bridge(start: StartBridge, okta: Sandbox, **env: str | None) -> Bridge:
-    """A bridge that asks the Okta stand-in (System Log polling off unless asked)."""
+    """A bridge that asks the Okta stand-in (System Log polling and sync off unless asked)."""
     settings: dict[str, str | None] = {
         "OKTA_ORG_URL": okta.okta_url,
         "OKTA_API_TOKEN": STANDIN_TOKEN,
         "OKTA_LOG_POLL_SECONDS": "0",
+        "OKTA_SYNC_SECONDS": "0",
         **env,
     }
     return start(**settings)
