@@ -61,8 +61,8 @@ async def make_client(
         "bridge_poll_seconds": 0.05,
         **overrides,
     }
-    app = create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
-    app.state.cor_transport = httpx.MockTransport(cor)
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    app = create_app(settings, cor_transport=httpx.MockTransport(cor))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c,

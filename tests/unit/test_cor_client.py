@@ -12,14 +12,9 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from app.delivery.cor import (
-    TOKEN_MARGIN_SECONDS,
-    ClientCredentials,
-    CorClient,
-    StaticToken,
-    parse_retry_after,
-)
+from app.delivery.cor import ClientCredentials, CorClient
 from app.errors import DeliveryError, PermanentError, RetryableError
+from app.http import TOKEN_MARGIN_SECONDS, StaticToken, parse_retry_after
 from tests.builders import load_fixture
 from tests.fake_cor import API_URL, CLIENT_ID, CLIENT_SECRET, TOKEN_URL, FakeCor, cor_error
 

@@ -10,7 +10,8 @@ import pytest
 
 from app.changes import GroupRef, UserRef
 from app.errors import PermanentError, RetryableError
-from app.graph.client import GraphClient, GraphCredentials, GraphNotFoundError
+from app.graph.client import GraphClient, GraphCredentials
+from app.http import NotFoundError
 from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 ENG = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
@@ -72,12 +73,12 @@ async def test_throttling_is_retryable_with_retry_after(
 
 
 async def test_not_found_and_forbidden(client: GraphClient, standin: StandinServer):
-    with pytest.raises(GraphNotFoundError):
+    with pytest.raises(NotFoundError):
         await client.get_user("nobody")
     standin.state.fault(403, path_contains="/users/")
     with pytest.raises(PermanentError) as caught:
         await client.get_user("nobody")
-    assert not isinstance(caught.value, GraphNotFoundError) and caught.value.status == 403
+    assert not isinstance(caught.value, NotFoundError) and caught.value.status == 403
 
 
 async def test_transitive_groups_follow_pages_and_leave_roles_out(
@@ -136,5 +137,5 @@ async def test_subscriptions_create_renew_reauthorize_list(
     assert renewed.expires_at == expires + timedelta(days=1)
     await client.reauthorize_subscription(created.id)
     assert [s.id for s in await client.list_subscriptions()] == [created.id]
-    with pytest.raises(GraphNotFoundError):
+    with pytest.raises(NotFoundError):
         await client.renew_subscription("gone", expires)

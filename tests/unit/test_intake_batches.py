@@ -143,9 +143,7 @@ def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping:
     assert [(r["id"], r["state"]) for r in rows] == [(twin, "pending")]
 
 
-def test_a_removal_does_not_join_a_job_the_worker_claimed_meanwhile(
-    db: Database, mapping: Mapping
-):
+def test_a_removal_does_not_join_a_job_the_worker_claimed_meanwhile(db: Database, mapping: Mapping):
     """The ledger read the job as pending; the worker claimed it before a later change of the
     call wanted to join it. Joining would hang this removal on a try already under way (and
     lose it if that try was the last): it gets a pending job of its own."""
