@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import structlog
@@ -264,8 +264,8 @@ class Api:
             if reply.is_success:
                 return reply
             who = self.name
-            if self.path_in_errors:
-                who += f" {method} {httpx.URL(url).path}"
+            if self.path_in_errors:  # as sent: an id "a/b" reads a%2Fb, not as two segments
+                who += f" {method} {httpx.URL(url).raw_path.decode('ascii').split('?')[0]}"
             raise self.errors(reply, who)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -328,7 +328,12 @@ def json_object(reply: httpx.Response, who: str) -> dict[str, Any]:
 
 def same_origin(base: str, url: str) -> bool:
     """Whether `url` is under `base` (a paging link must never take the token elsewhere)."""
-    return url.startswith(base.rstrip("/") + "/")
+    prefix = base.rstrip("/") + "/"
+    if not url.startswith(prefix):
+        return False
+    # A dot segment, plain or percent-encoded, would climb out of `base` on the same host.
+    path = url[len(prefix) :].split("?", 1)[0].split("#", 1)[0]
+    return not any(unquote(part) in (".", "..") for part in path.split("/"))
 
 
 def _text(value: Any) -> str | None:
