@@ -25,10 +25,13 @@ class FakeCor:
 
     def __init__(self) -> None:
         self.detaches: list[tuple[str, dict[str, object]]] = []
+        # Every other call's path exactly as sent (escapes kept, no query).
+        self.raw_paths: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/oauth/token"):
             return httpx.Response(200, json=load_fixture("cor/token-response.json"))
+        self.raw_paths.append(request.url.raw_path.decode("ascii").split("?")[0])
         self.detaches.append((request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": 1, "workspaces": []})
 
