@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from app.http import unsafe_segment_reason
+
 
 def _plausible(value: datetime) -> datetime:
     # Year 1 at +14:00 is a valid ISO time that no database can hold in UTC: refuse it here,
@@ -42,7 +44,16 @@ def _without_nul(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+def _one_segment(value: str) -> str:
+    reason = unsafe_segment_reason(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
 Ident = Annotated[str, Field(min_length=1), AfterValidator(_indexable)]
+# A COR user id travels as one URL path segment: "." and ".." would steer the detach call.
+CorUserId = Annotated[str, AfterValidator(_indexable), AfterValidator(_one_segment)]
 Name = Annotated[str, AfterValidator(_indexable)]
 EventId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_without_nul)]
 
@@ -105,7 +116,7 @@ class MembershipChange(BaseModel):
     group: GroupRef | None = None
     # Operator requests only: detach exactly these workspaces, skipping the mapping.
     workspaces: tuple[Name, ...] | None = None
-    cor_user_id: Name | None = None
+    cor_user_id: CorUserId | None = None
     # The user's current groups as the IdP itself reports them (Graph's transitiveMemberOf),
     # when the source asked; the still-granted rule then trusts it over what the bridge saw.
     member_of: tuple[GroupRef, ...] | None = None

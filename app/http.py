@@ -3,6 +3,7 @@
 Each client keeps only its endpoints; what they share lives here:
 
     segment / api_url   identifiers as exactly one path segment ("", ".", ".." refused)
+    fetch_token         one OAuth2 token request: (access_token, expires_in) or our error
     CachedToken         a token fetched on demand, cached until shortly before it expires
     StaticToken         a fixed token (COR_ACCESS_TOKEN, OKTA_API_TOKEN)
     Api.send            one authorised request: network errors and non-2xx become our errors,
@@ -23,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import structlog
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Fetch a new token this long before the old one expires.
 TOKEN_MARGIN_SECONDS = 60.0
+# The lifetime of a token whose reply does not say (OAuth2 makes expires_in optional).
+DEFAULT_TOKEN_SECONDS = 3600.0
 DOT_SEGMENTS = frozenset({"", ".", ".."})
 
 
@@ -142,18 +145,23 @@ ErrorFactory = Callable[[httpx.Response, str], Exception]
 
 
 def error_from(
-    reply: httpx.Response, who: str, *, retry_credentials: bool = False
+    reply: httpx.Response,
+    who: str,
+    *,
+    retry_credentials: bool = False,
+    retry_status: Container[int] = RETRYABLE_STATUS,
 ) -> RetryableError | PermanentError:
     """A non-2xx reply as our error, with the API's code and message (never a secret).
 
-    `retry_credentials`: a refused credential (401, 403) is the bridge's problem, not the
-    work's: retried with backoff until an operator fixes it, never a dead letter.
+    `retry_status`: the statuses worth trying again (COR adds 401; a token endpoint, every
+    status). `retry_credentials`: a refused credential (401, 403) is the bridge's problem, not
+    the work's: retried with backoff until an operator fixes it, never a dead letter.
     """
     code, message = error_body(reply)
     status = reply.status_code
     text = f"{who} answered {status}" + (f" {code}" if code else "")
     text += f": {message}" if message else ""
-    if status in RETRYABLE_STATUS or (retry_credentials and status in (401, 403)):
+    if status in retry_status or (retry_credentials and status in (401, 403)):
         return RetryableError(text, status=status, code=code, retry_after=wait_asked(reply))
     if status == 404:
         return NotFoundError(text, status=status, code=code)
@@ -169,7 +177,7 @@ def error_body(reply: httpx.Response) -> tuple[str | None, str | None]:
     try:
         body: Any = reply.json()
     except ValueError:
-        return None, _short(reply.text)
+        return None, _short(reply.text, 200)  # an HTML error page says little past that
     if not isinstance(body, dict):
         return None, None
     error = body.get("error")
@@ -233,6 +241,9 @@ class Api:
     tokens: Tokens
     auth: AuthHeaders = bearer
     errors: ErrorFactory = error_from
+    # Name the method and path in errors ("Graph GET /v1.0/users/..."); an API of one
+    # endpoint (COR) reads better without.
+    path_in_errors: bool = True
 
     async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request with credentials; a 2xx reply, or our error. A 401 re-fetches once."""
@@ -252,8 +263,54 @@ class Api:
                 continue
             if reply.is_success:
                 return reply
-            raise self.errors(reply, f"{self.name} {method} {httpx.URL(url).path}")
+            who = self.name
+            if self.path_in_errors:  # as sent: an id "a/b" reads a%2Fb, not as two segments
+                who += f" {method} {httpx.URL(url).raw_path.decode('ascii').split('?')[0]}"
+            raise self.errors(reply, who)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def fetch_token(
+    http: httpx.AsyncClient,
+    url: str,
+    who: str,
+    *,
+    on_fetch: Callable[[str], None] | None = None,
+    retry_status: Container[int] = RETRYABLE_STATUS,
+    **request: Any,
+) -> tuple[str, float]:
+    """POST to an OAuth2 token endpoint: (access_token, lifetime in seconds), or our error.
+
+    `on_fetch` hears each outcome: "ok", the status of a refusal, "error" (network) or
+    "bad_reply" (2xx without a usable token). `request` is the grant (data=, params=, auth=).
+    """
+
+    def outcome(what: str) -> None:
+        if on_fetch is not None:
+            on_fetch(what)
+
+    try:
+        reply = await http.post(url, **request)
+    except httpx.HTTPError as exc:
+        outcome("error")
+        raise RetryableError(f"{who} unreachable: {type(exc).__name__}") from exc
+    if not reply.is_success:
+        outcome(str(reply.status_code))
+        raise error_from(reply, who, retry_status=retry_status)
+    try:
+        body = reply.json()
+        token, expires_in = body["access_token"], body.get("expires_in")
+        lifetime = DEFAULT_TOKEN_SECONDS if expires_in is None else float(expires_in)
+    except (ValueError, KeyError, TypeError) as exc:
+        outcome("bad_reply")
+        raise RetryableError(f"{who} sent no access_token") from exc
+    # A null or empty token would otherwise be sent as "Bearer None" until it expired.
+    if not isinstance(token, str) or not token or not math.isfinite(lifetime):
+        outcome("bad_reply")
+        raise RetryableError(f"{who} sent no access_token")
+    outcome("ok")
+    log.info("token_fetched", api=who, expires_in=lifetime)
+    return token, lifetime
 
 
 def json_object(reply: httpx.Response, who: str) -> dict[str, Any]:
@@ -271,12 +328,17 @@ def json_object(reply: httpx.Response, who: str) -> dict[str, Any]:
 
 def same_origin(base: str, url: str) -> bool:
     """Whether `url` is under `base` (a paging link must never take the token elsewhere)."""
-    return url.startswith(base.rstrip("/") + "/")
+    prefix = base.rstrip("/") + "/"
+    if not url.startswith(prefix):
+        return False
+    # A dot segment, plain or percent-encoded, would climb out of `base` on the same host.
+    path = url[len(prefix) :].split("?", 1)[0].split("#", 1)[0]
+    return not any(unquote(part) in (".", "..") for part in path.split("/"))
 
 
 def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and str(value) else None
 
 
-def _short(value: Any) -> str | None:
-    return str(value)[:300] if value else None
+def _short(value: Any, limit: int = 300) -> str | None:
+    return str(value)[:limit] if value else None

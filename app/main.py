@@ -15,11 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from app import __version__, health, metrics, ui
-from app.delivery.cor import ClientCredentials, CorClient, StaticToken, TokenSource
+from app.delivery.cor import ClientCredentials, CorClient
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
 from app.graph.service import GraphService
+from app.http import StaticToken, Tokens
 from app.logs import RequestContext
 from app.okta.service import OktaDirectory
 from app.runtime import Bridge
@@ -32,7 +33,7 @@ from app.tables import MappingHolder, load_checked_mapping
 log = structlog.get_logger(__name__)
 
 
-def token_source(settings: Settings, http: httpx.AsyncClient) -> TokenSource:
+def token_source(settings: Settings, http: httpx.AsyncClient) -> Tokens:
     """A static token, or OAuth2 client credentials; ConfigError when neither is set."""
     if settings.cor_access_token is not None:
         return StaticToken(settings.cor_access_token.get_secret_value())
@@ -50,8 +51,18 @@ def token_source(settings: Settings, http: httpx.AsyncClient) -> TokenSource:
     )
 
 
-def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
-    """The bridge as an ASGI app; nothing is opened until the lifespan starts."""
+def create_app(
+    settings: Settings,
+    *,
+    sandbox: bool = False,
+    cor_transport: httpx.AsyncBaseTransport | None = None,
+    graph_transport: httpx.AsyncBaseTransport | None = None,
+    okta_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The bridge as an ASGI app; nothing is opened until the lifespan starts.
+
+    The transports replace real HTTP to COR, Graph and Okta (tests: httpx.MockTransport).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,14 +73,14 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
             # Loading the SCIM schemas takes ~0.1 s: at start, not in the first IdP request.
             await asyncio.to_thread(scim.scim_service)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout, transport=app.state.cor_transport) as http:
+        async with httpx.AsyncClient(timeout=timeout, transport=cor_transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))
             cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
             bridge.worker = _worker(settings, db, cor)
             app.state.bridge = bridge
-            app.state.graph = GraphService(settings, bridge, transport=app.state.graph_transport)
+            app.state.graph = GraphService(settings, bridge, transport=graph_transport)
             await app.state.graph.start()
-            app.state.okta = OktaDirectory(settings, bridge, transport=app.state.okta_transport)
+            app.state.okta = OktaDirectory(settings, bridge, transport=okta_transport)
             await app.state.okta.start()
             task = asyncio.create_task(bridge.worker.run(), name="cor-bridge-worker")
             watcher = asyncio.create_task(
@@ -102,10 +113,6 @@ def create_app(settings: Settings, *, sandbox: bool = False) -> FastAPI:
         description="Removes people from COR workspaces when they leave an IdP group.",
         lifespan=lifespan,
     )
-    # Tests may swap the transport the COR client uses (httpx.MockTransport); None is real HTTP.
-    app.state.cor_transport = None
-    app.state.graph_transport = None  # the same for Graph
-    app.state.okta_transport = None  # and for Okta
     app.add_middleware(BodyLimit, prefix="/admin", limit=settings.bridge_max_body_bytes)
     app.add_middleware(RequestContext)
     app.include_router(health.router)

@@ -24,6 +24,7 @@ from pydantic_core import ErrorDetails
 
 from app.changes import PROVIDERS, GroupRef, Provider, UserRef
 from app.errors import ConfigError
+from app.http import unsafe_segment_reason
 
 COR_SOURCES: frozenset[str] = frozenset(
     {"JIRA", "SALESFORCE", "ADVERTMIND", "QUICKBOOKS", "ZAPIER", "OKTA", "MICROSOFT_DYNAMICS",
@@ -181,7 +182,8 @@ class Mapping:
         return tuple(dict.fromkeys(ws for rule in rules for ws in rule.workspaces))
 
     def cor_user_id(self, provider: str, user: UserRef) -> str:
-        """The COR external user id of `user`: the provider's user_id template, filled in."""
+        """The COR user id of `user` (the provider's user_id template, filled in); ConfigError
+        when a field is missing or the result cannot be one URL path segment."""
         template = self._config(provider).user_id
         values = user.fields()
         missing = sorted(template_fields(template) - values.keys())
@@ -192,7 +194,12 @@ class Mapping:
                 file=self.path,
                 line=self._template_lines.get(provider),
             )
-        return template.format_map(values)
+        cor_user_id = template.format_map(values)
+        unsafe = unsafe_segment_reason(cor_user_id)
+        if unsafe is not None:
+            # COR would receive the call on another route (PUT /v2/integrations/detach).
+            raise ConfigError(f"{unsafe} (user_id template {template!r} for {provider})")
+        return cor_user_id
 
     def cor_source(self, provider: str) -> str:
         """The metadata.source to send for changes from `provider`."""

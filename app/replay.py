@@ -7,6 +7,8 @@ bridge knows now; a job is skipped, with the reason, when:
 - it is done: COR confirmed this detach. Sending it again would make one change two
   detaches; an operator who means it posts an explicit change (`POST /admin/changes`).
 - it is pending or running: it is on its way already.
+- its COR user id cannot be one URL path segment ("." or "..", queued before intake
+  refused such ids): sending it would only make it a dead letter again.
 - another pending or running job does the same detach (user, source, workspace).
 - the workspace is still granted: the user is (again) in a group that grants it under the
   mapping in force — a later `added`, or a rule added since. This is intake's still-granted
@@ -28,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app.changes import GroupRef
+from app.http import unsafe_segment_reason
 from app.mapping import Mapping
 from app.store import events as event_store
 from app.store import jobs as job_store
@@ -67,6 +70,9 @@ def _why_not(conn: Connection, mapping: Mapping, job: dict[str, Any]) -> str | N
         return "already done: COR confirmed this detach; post a change to send another"
     if state in (job_store.PENDING, job_store.RUNNING):
         return f"already {state}"
+    unsafe = unsafe_segment_reason(job["cor_user_id"])
+    if unsafe is not None:  # queued before intake refused such ids: it would die again
+        return f"cannot be sent: the COR user id {unsafe}"
     twins = job_store.find_open_jobs(conn, job["cor_user_id"], job["source"], job["workspace"])
     if twins:
         return f"job {twins[0].id} is already {twins[0].state} for the same detach"

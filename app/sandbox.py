@@ -8,6 +8,9 @@ COR's own surface (DESIGN.md section 6):
     PUT  /v2/integrations/users/{user_id}/detach             remove workspaces (idempotent)
     PUT  /v2/integrations/users/{user_id}/attach             add workspaces
 
+Anything else is answered 404 as COR would, and recorded: a test can see that no call ever
+went elsewhere (each call keeps its `raw_path`, the path exactly as it arrived).
+
 Knobs for tests and demos:
     GET|DELETE /calls          what the COR routes were asked and answered (?path_contains=)
     GET /users/{user_id}       one user (?source=, default OKTA); POST /users creates or replaces
@@ -23,13 +26,14 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -163,14 +167,14 @@ class SandboxState:
         return scheme.lower() == "bearer" and expiry is not None and expiry > time.monotonic()
 
     def record_call(
-        self, method: str, path: str, user_id: str | None, raw: bytes
+        self, request: Request, path: str, user_id: str | None, raw: bytes
     ) -> dict[str, Any]:
         """Append a call to the log; the caller fills in `status` when it answers."""
         self.seq += 1
         call: dict[str, Any] = {
-            "seq": self.seq, "at": datetime.now(UTC).isoformat(), "method": method,
-            "path": path, "user_id": user_id, "body": _parse_json(raw),
-            "status": None, "fault": False,
+            "seq": self.seq, "at": datetime.now(UTC).isoformat(), "method": request.method,
+            "path": path, "raw_path": _relative_raw_path(request), "user_id": user_id,
+            "body": _parse_json(raw), "status": None, "fault": False,
         }  # fmt: skip
         self.calls.append(call)
         return call
@@ -289,6 +293,13 @@ def _relative_path(request: Request) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def _relative_raw_path(request: Request) -> str:
+    """The path as it arrived, percent-escapes kept, without the mount point and query."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path, root = raw.decode("latin-1").split("?", 1)[0], request.scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 Handler = Callable[[Request, bytes], Response]
 
 
@@ -298,7 +309,7 @@ async def _serve(
     """Record a COR call, apply any queued fault, and otherwise answer as COR would."""
     raw = await request.body()
     path = _relative_path(request)
-    call = state.record_call(request.method, path, user_id, raw)
+    call = state.record_call(request, path, user_id, raw)
     fault = state.take_fault(path)
     if fault is not None:
         call["fault"] = True
@@ -421,4 +432,20 @@ def create_sandbox(users: list[SeedUser] | None = None) -> FastAPI:
         state.reset()
         return Response(status_code=204)
 
+    @app.api_route("/{anything:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def elsewhere(anything: str, request: Request) -> Response:
+        # The routes above match the decoded path: an id with an escaped slash lands here.
+        found = _CHANGE_ROUTE.fullmatch(_relative_raw_path(request))
+        if found is None or request.method != "PUT":
+            return await _serve(state, request, None, _no_route)
+        user_id, attach = unquote(found[1]), found[2] == "attach"
+        return await _serve(state, request, user_id, _change_handler(state, user_id, attach))
+
     return app
+
+
+_CHANGE_ROUTE = re.compile(r"/v2/integrations/users/([^/]+)/(detach|attach)")
+
+
+def _no_route(request: Request, raw: bytes) -> Response:
+    return _cor_error(404, "ZC404", f"No route for {request.method} {_relative_raw_path(request)}")

@@ -127,6 +127,8 @@ def create_standin(state: StandinState) -> FastAPI:
         call: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
+            # As it arrived, escapes kept: an id must reach Graph as exactly one segment.
+            "raw_path": request.scope["raw_path"].decode("latin-1").split("?")[0],
             "query": dict(request.query_params),
             "body": _safe_body(raw),
             "at": datetime.now(UTC).isoformat(),

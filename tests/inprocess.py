@@ -27,10 +27,13 @@ class FakeCor:
 
     def __init__(self) -> None:
         self.detaches: list[tuple[str, dict[str, object]]] = []
+        # Every other call's path exactly as sent (escapes kept, no query).
+        self.raw_paths: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/oauth/token"):
             return httpx.Response(200, json=load_fixture("cor/token-response.json"))
+        self.raw_paths.append(request.url.raw_path.decode("ascii").split("?")[0])
         self.detaches.append((request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": 1, "workspaces": []})
 
@@ -67,8 +70,7 @@ async def make_client(
         **overrides,
     }
     settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    app = create_app(settings)
-    app.state.cor_transport = httpx.MockTransport(cor)
+    app = create_app(settings, cor_transport=httpx.MockTransport(cor))
     outer: ASGIApp = app
     if served:
         config = server_config(app, settings, "127.0.0.1", 8080)

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from app.changes import GroupRef, IgnoredEvent, UserRef
 from app.graph.notifications import Notification, entry_key
+from app.http import unsafe_segment_reason
 from app.store import graph as graph_store
 from app.store.graph import NewInboxEntry
 
@@ -133,11 +134,20 @@ def _membership(
     if not note.members:
         return []  # a property change (a rename, say): nothing about memberships
     assert group_id is not None
+    unsafe_group = unsafe_segment_reason(group_id)
+    if unsafe_group is not None:
+        # Graph object ids are GUIDs; a dot segment would steer the lookups (GET /groups/..).
+        return [_ignored(note, note.key, at, f"group id {unsafe_group}", kind=_kind(note))]
     recorded = []
     for entry in note.members:
         key = entry_key(note, entry)
         if not entry.is_user():
             reason = f"member {entry.member_id} is a {entry.odata_type}, not a user; not expanded"
+            recorded.append(_ignored(note, key, at, reason, kind="graph.member", user=None))
+            continue
+        unsafe = unsafe_segment_reason(entry.member_id)
+        if unsafe is not None:  # the delivery's other entries still count
+            reason = f"member id {unsafe}; not looked up, nothing detached"
             recorded.append(_ignored(note, key, at, reason, kind="graph.member", user=None))
             continue
         stored = graph_store.add_inbox_entry(

@@ -24,9 +24,9 @@ from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import BridgeError, PermanentError, RetryableError
-from app.graph.client import GraphNotFoundError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
+from app.http import NotFoundError
 from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import graph as graph_store
@@ -236,7 +236,7 @@ class Resolver:
         assert self.directory is not None
         try:
             return await self.directory.group(row.group_id)
-        except GraphNotFoundError:
+        except NotFoundError:
             # A deleted group still took access away: rules by id can match it yet.
             log.info("graph_group_not_found", event_id=row.dedupe_key, group_id=row.group_id)
             return GroupRef(id=row.group_id)
@@ -245,14 +245,14 @@ class Resolver:
         assert self.directory is not None
         try:
             return await self.directory.user(row.member_id)
-        except GraphNotFoundError:
+        except NotFoundError:
             return Unknown(row, group, needs.user_fields)
 
     async def _member_of(self, row: InboxRow) -> tuple[GroupRef, ...]:
         assert self.directory is not None
         try:
             groups = await self.directory.current_groups(row.member_id)
-        except GraphNotFoundError:
+        except NotFoundError:
             return ()  # a deleted user is in no group
         mapping = self.bridge.mapping
         # Only groups that grant something matter, and the rest would bloat the event log.

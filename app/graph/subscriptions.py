@@ -16,8 +16,9 @@ import anyio
 import structlog
 
 from app.errors import BridgeError, PermanentError
-from app.graph.client import GraphClient, GraphNotFoundError, Subscription
+from app.graph.client import GraphClient, Subscription
 from app.graph.config import lifecycle_url
+from app.http import NotFoundError
 from app.mapping import Mapping
 from app.rounds import Rounds
 from app.settings import Settings
@@ -149,7 +150,7 @@ class SubscriptionManager:
     async def _reauthorize(self, stored: StoredSubscription) -> bool:
         try:
             await self.client.reauthorize_subscription(stored.id)
-        except GraphNotFoundError as exc:
+        except NotFoundError as exc:
             await self._fail(stored, "reauthorization", exc)
             return False
         except PermanentError:
@@ -174,7 +175,7 @@ class SubscriptionManager:
 
     async def _fail(self, stored: StoredSubscription, what: str, exc: BridgeError) -> None:
         error = f"{what} failed: {exc}"
-        if isinstance(exc, GraphNotFoundError):
+        if isinstance(exc, NotFoundError):
             error += " (Graph no longer has it: create it again with `cor-bridge graph subscribe`)"
         log.warning("graph_subscription_failed", subscription_id=stored.id, error=error)
         await anyio.to_thread.run_sync(self._record_error, stored.id, error)

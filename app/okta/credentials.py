@@ -10,8 +10,8 @@ import httpx
 import jwt
 import structlog
 
-from app.errors import ConfigError, RetryableError
-from app.http import CachedToken, StaticToken, Tokens, error_from, json_object
+from app.errors import ConfigError
+from app.http import RETRYABLE_STATUS, CachedToken, StaticToken, Tokens, fetch_token
 
 log = structlog.get_logger(__name__)
 
@@ -67,18 +67,10 @@ def service_app(http: httpx.AsyncClient, org_url: str, client_id: str, pem: str)
             "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": jwt.encode(claims, pem, algorithm="RS256"),
         }
-        try:
-            reply = await http.post(token_url, data=form)
-        except httpx.HTTPError as exc:
-            raise RetryableError(f"Okta token endpoint unreachable ({type(exc).__name__})") from exc
-        if not reply.is_success:
-            # A refused app (wrong key, missing scope) waits for an operator; never a guess.
-            raise error_from(reply, "Okta token endpoint", retry_credentials=True)
-        body = json_object(reply, "Okta token endpoint")
-        token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
-        if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
-            raise RetryableError("Okta token endpoint sent no access_token")
-        log.info("okta_token_fetched", expires_in=lifetime)
-        return token, float(lifetime)
+        # A refused app (wrong key, missing scope) waits for an operator: never a guess.
+        refused = (*RETRYABLE_STATUS, 400, 401, 403)
+        return await fetch_token(
+            http, token_url, "Okta token endpoint", retry_status=refused, data=form
+        )
 
     return CachedToken(fetch)

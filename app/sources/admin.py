@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from app import operations
 from app.changes import (
     ChangeKind,
+    CorUserId,
     EventTime,
     GroupRef,
-    Ident,
     MembershipChange,
     Name,
     Provider,
@@ -55,7 +55,7 @@ class ChangeRequest(BaseModel):
     change: ChangeKind = ChangeKind.removed
     user: UserRef | None = None
     group: GroupRef | None = None
-    cor_user_id: Ident | None = None
+    cor_user_id: CorUserId | None = None
     workspaces: list[Name] | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
     occurred_at: EventTime | None = None

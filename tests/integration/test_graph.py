@@ -286,3 +286,32 @@ def test_names_and_current_groups_come_from_graph(
         f"kept WS-ENG: still granted by entra group {ENGINEERING} (Engineering) (asked Graph)"
         in (first["detail"])
     )
+
+
+def test_dotted_member_ids_and_logins_never_reach_cor_or_steer_graph(
+    start_bridge: StartBridge, sandbox: Sandbox, standin: StandinServer, tmp_path: Path
+):
+    env = graph_env(standin, tmp_path / "b")
+    register(env, expires_in=timedelta(days=20))
+    bridge = start(start_bridge, env, tmp_path / "b")
+    dots = "0dd0dd00-0000-4000-8000-000000000000"
+    standin.state.add_user(dots, "..")  # its userPrincipalName would be the COR user id
+    left = [{"id": member, "@removed": "deleted"} for member in ("..", ".", dots, ADELE)]
+    reply = post(bridge, notification(members=left))
+    assert reply.status_code == 202 and reply.json()["ignored"] == 2
+    sandbox.wait_detached(ADELE_LOGIN, {"WS-ENG", "WS-ONCALL"})
+    bridge.wait_idle()
+    wait_for(lambda: graph_checks(bridge)["inbox_pending"] == 0, what="the inbox drained")
+
+    [event] = bridge.history(dots)["events"]
+    assert event["decision"] == "unresolved"
+    assert "'..' is not a usable identifier in a URL path" in event["detail"][0]
+    asked = [c for c in sandbox.calls() if c["raw_path"] != "/v1/oauth/token"]
+    assert [(c["method"], c["raw_path"]) for c in asked] == [
+        ("PUT", "/v2/integrations/users/adele%40acme.example/detach")
+    ]
+    # Graph was asked about the two real members only, each id one path segment.
+    looked_up = {c["raw_path"] for c in standin.state.calls if "/users" in c["raw_path"]}
+    assert looked_up == {
+        f"/v1.0/users/{m}{t}" for m in (dots, ADELE) for t in ("", "/transitiveMemberOf")
+    }

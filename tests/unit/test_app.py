@@ -93,6 +93,24 @@ async def test_admin_change_validation_names_the_field(client: httpx.AsyncClient
     assert "cor_user_id" in json.dumps(reply.json())
 
 
+async def test_an_admin_cor_user_id_that_would_steer_the_call_is_422(
+    client: httpx.AsyncClient, cor: FakeCor
+):
+    for bad in ("..", ".", ""):
+        change = {"provider": "okta", "cor_user_id": bad, "workspaces": ["WS-OPS"]}
+        reply = await client.post("/admin/changes", json=change, headers=ADMIN)
+        assert reply.status_code == 422, bad
+        [problem] = reply.json()["detail"]
+        assert problem["loc"][-1] == "cor_user_id"
+        assert f"{bad!r} is not a usable identifier in a URL path" in problem["msg"]
+    assert (await client.get("/admin/jobs", headers=ADMIN)).json()["jobs"] == []
+    # Path-like but one segment: sent as exactly that.
+    change = {"provider": "okta", "cor_user_id": "../../v1/oauth/token", "workspaces": ["WS-OPS"]}
+    assert (await client.post("/admin/changes", json=change, headers=ADMIN)).status_code == 200
+    await wait_for(lambda: bool(cor.detaches))
+    assert cor.raw_paths == ["/v2/integrations/users/..%2F..%2Fv1%2Foauth%2Ftoken/detach"]
+
+
 async def test_admin_job_filters_that_do_not_parse_are_422(client: httpx.AsyncClient):
     reply = await client.get("/admin/jobs?since=yesterday", headers=ADMIN)
     assert reply.status_code == 422

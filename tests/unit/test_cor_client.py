@@ -12,14 +12,9 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from app.delivery.cor import (
-    TOKEN_MARGIN_SECONDS,
-    ClientCredentials,
-    CorClient,
-    StaticToken,
-    parse_retry_after,
-)
+from app.delivery.cor import ClientCredentials, CorClient
 from app.errors import DeliveryError, PermanentError, RetryableError
+from app.http import TOKEN_MARGIN_SECONDS, StaticToken, UnsafeIdentifierError, parse_retry_after
 from tests.builders import load_fixture
 from tests.fake_cor import API_URL, CLIENT_ID, CLIENT_SECRET, TOKEN_URL, FakeCor, cor_error
 
@@ -319,6 +314,30 @@ async def test_the_user_id_is_url_encoded_in_the_path(fake, cor):
     [call] = fake.detaches
     assert call.raw_path == "/v2/integrations/users/a%2Fb%40c%20d/detach"
     assert call.user_id == "a/b@c d"
+
+
+@pytest.mark.parametrize("user_id", ["", ".", ".."])
+async def test_a_user_id_that_is_no_path_segment_is_never_sent(fake, cor, user_id):
+    # httpx would resolve ".." and send PUT /v2/integrations/detach with our token.
+    with pytest.raises(UnsafeIdentifierError) as caught:
+        await cor.detach(user_id, ["WS-ENG"], "OKTA")
+    assert isinstance(caught.value, PermanentError)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("user_id", "raw"),
+    [
+        ("a/../b", "a%2F..%2Fb"),
+        ("../../v1/oauth/token", "..%2F..%2Fv1%2Foauth%2Ftoken"),
+        ("%2e%2e", "%252e%252e"),
+        ("...", "..."),
+    ],
+)
+async def test_path_like_user_ids_stay_one_segment(fake, cor, user_id, raw):
+    await cor.detach(user_id, ["WS-ENG"], "OKTA")
+    [call] = fake.detaches
+    assert (call.raw_path, call.user_id) == (f"/v2/integrations/users/{raw}/detach", user_id)
 
 
 async def test_the_api_url_may_carry_a_path_and_a_trailing_slash(fake, http):

@@ -14,7 +14,11 @@ Properties:
 3. a refused credential looks the same whether or not the user or group exists, and
    whatever the body;
 4. a body over BRIDGE_MAX_BODY_BYTES is 413 on every source (SCIM in its error schema),
-   with or without a Content-Length header, and stores nothing.
+   with or without a Content-Length header, and stores nothing;
+5. no identifier steers a call: whatever path-like user id a source carries (".", "..",
+   "a/../b", "%2e%2e", ...), every request COR receives is PUT
+   /v2/integrations/users/<exactly one segment>/detach and the segment decodes to the id;
+   "." and ".." are refused where the id is made and never sent.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -135,6 +139,7 @@ class Running:
     client: httpx.AsyncClient
     db: Database
     ids: dict[str, str]
+    cor: FakeCor
     memo: dict[str, Any] = field(default_factory=dict)
     graph_took: bool = False
 
@@ -184,7 +189,9 @@ async def _stream(body: bytes, chunk: int) -> AsyncIterator[bytes]:
 
 
 @contextmanager
-def running(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Iterator[Running]:
+def running(
+    tmp_path: Path, database_url: str | None = None, mapping: str = MAPPING, **overrides: Any
+) -> Iterator[Running]:
     """The app with every source on, one SCIM user and group, one Graph subscription."""
     settings_: dict[str, Any] = {
         "scim_token": SCIM_TOKEN,
@@ -192,9 +199,8 @@ def running(tmp_path: Path, database_url: str | None = None, **overrides: Any) -
         "bridge_poll_seconds": 0.02,
         **overrides,
     }
-    cm = make_client(
-        tmp_path, FakeCor(), mapping_text=MAPPING, database_url=database_url, **settings_
-    )
+    cor = FakeCor()
+    cm = make_client(tmp_path, cor, mapping_text=mapping, database_url=database_url, **settings_)
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(cm) as client:
         transport = cast(httpx.ASGITransport, client._transport)
         db: Database = transport.app.state.bridge.db  # type: ignore[attr-defined]
@@ -203,7 +209,7 @@ def running(tmp_path: Path, database_url: str | None = None, **overrides: Any) -
             graph_store.put_subscription(
                 conn, SUB, f"/groups/{GROUP}", now + timedelta(days=20), now
             )
-        app = Running(portal, client, db, {})
+        app = Running(portal, client, db, {}, cor)
         for name in ("jane", "bob"):
             body = {"schemas": [USER_SCHEMA], "userName": f"{name}@acme.example", "active": True}
             reply = app.send(Sent("POST", "/scim/v2/Users", json.dumps(body).encode(), SCIM))
@@ -979,3 +985,134 @@ def test_a_body_of_exactly_the_limit_is_not_413(small_app: Running) -> None:
                 replace(_source_request(small_app, source, body), chunk=chunk)
             )
             assert reply.status_code != 413, f"{source} chunk={chunk}: {reply.text[:300]}"
+
+
+# -- 5: no identifier steers a call ----------------------------------------------------------
+
+# SCIM counts as okta here, so its userName is the {login} of the template, as the Okta
+# hook's alternateId is; Graph (no credentials) has only the member id: {id}. The by-name
+# Finance rule is SCIM's, so it moves to okta with it.
+ID_MAPPING = MAPPING.replace(
+    "provider: entra\n    group_name: Finance", "provider: okta\n    group_name: Finance"
+)
+assert ID_MAPPING != MAPPING
+DOTS = frozenset({".", ".."})
+PATH_LIKE = [
+    ".", "..", "a/../b", "%2e%2e", "../../v1/oauth/token", "./", "/..", "..%2F", ".%2e",
+    "%2E.", "...", "a/./b", "..\\..", "?x=/..", "#/..", ";..", "/", "//", "~",
+]  # fmt: skip
+path_like_ids = st.one_of(
+    st.sampled_from(sorted(DOTS)),  # the ids that must never be sent: often
+    st.sampled_from(PATH_LIKE),
+    st.lists(
+        st.sampled_from([".", "..", "/", "%2e", "%2f", "%", "\\", "?", "#", ";", "a", "\u00e9"]),
+        min_size=1,
+        max_size=6,
+    ).map("".join),
+)
+AS_JSON = {"Content-Type": "application/json"}
+DETACH_PATH = re.compile(r"/v2/integrations/users/([^/]+)/detach")
+
+
+@pytest.fixture
+def id_app(tmp_path: Path, database_url: str) -> Iterator[Running]:
+    with running(tmp_path, database_url, mapping=ID_MAPPING, scim_provider="okta") as app:
+        yield app
+
+
+def _okta_removal(ident: str, n: int) -> Sent:
+    doc = load_fixture("okta/event-hook-membership-remove.json")
+    event = doc["data"]["events"][0]
+    event["uuid"] = f"steer-{n}"
+    user = next(t for t in event["target"] if t["type"] == "User")
+    user.update(id=f"00usteer{n}", alternateId=ident)
+    return Sent("POST", "/hooks/okta", json.dumps(doc).encode(), {**OKTA, **AS_JSON})
+
+
+def _scim_removal(app: Running, ident: str) -> list[Sent]:
+    """The user with userName `ident` joins Finance and leaves it (Okta's dialect)."""
+    users: dict[str, str] = app.memo.setdefault("scim users", {})
+    if ident not in users:
+        body = {"schemas": [USER_SCHEMA], "userName": ident, "active": True}
+        reply = app.checked(Sent("POST", "/scim/v2/Users", json.dumps(body).encode(), SCIM))
+        assert reply.status_code == 201, reply.text
+        users[ident] = reply.json()["id"]
+    user = users[ident]
+    group = f"/scim/v2/Groups/{app.ids['Finance']}"
+    add = {"op": "add", "path": "members", "value": [{"value": user}]}
+    remove = {"op": "remove", "path": f'members[value eq "{user}"]'}
+    return [
+        Sent("PATCH", group, json.dumps({"schemas": [PATCH_SCHEMA], "Operations": [op]}).encode(),
+             SCIM)
+        for op in (add, remove)
+    ]  # fmt: skip
+
+
+def _graph_removal(ident: str, n: int) -> list[Sent]:
+    """Graph says `ident` joined the group, then that they left it."""
+    sent = []
+    for step, entry in enumerate(({"id": ident}, {"id": ident, "@removed": "deleted"})):
+        doc = graph_bases()[0]
+        doc["value"][0].update(id=f"steer-{n}-{step}")
+        doc["value"][0]["resourceData"]["members@delta"] = [entry]
+        sent.append(Sent("POST", "/hooks/graph", json.dumps(doc).encode(), AS_JSON))
+    return sent
+
+
+def _admin_removal(ident: str, n: int) -> Sent:
+    body = {"provider": "okta", "cor_user_id": ident, "workspaces": ["WS-OPS"],
+            "event_id": f"steer-{n}"}  # fmt: skip
+    return Sent("POST", "/admin/changes", json.dumps(body).encode(), {**ADMIN, **AS_JSON})
+
+
+def _idle(app: Running) -> bool:
+    with app.db.begin() as conn:
+        busy = select(func.count()).where(jobs.c.state.in_(["pending", "running"]))
+        return conn.execute(busy).scalar_one() == 0
+
+
+def _wait(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@FUZZ
+@given(data=st.data())
+def test_no_identifier_steers_a_call_to_cor(id_app: Running, data: st.DataObject) -> None:
+    app = id_app
+    ident = data.draw(path_like_ids, label="id")
+    source = data.draw(st.sampled_from(["okta", "scim", "graph", "admin"]), label="source")
+    n = app.memo["n"] = app.memo.get("n", 0) + 1
+    before = len(app.cor.raw_paths)
+    if source == "okta":
+        requests = [_okta_removal(ident, n)]
+    elif source == "scim":
+        requests = _scim_removal(app, ident)
+    elif source == "graph":
+        requests = _graph_removal(ident, n)
+    else:
+        requests = [_admin_removal(ident, n)]
+    replies = [app.checked(request) for request in requests]
+    refused = ident in DOTS
+    event(f"{source} {'refused' if refused else 'sent'}")
+    if source == "admin" and refused:
+        assert replies[0].status_code == 422 and "not a usable identifier" in replies[0].text
+    else:
+        assert all(r.status_code < 300 for r in replies), [r.text for r in replies]
+    expected = f"/v2/integrations/users/{quote(ident, safe='')}/detach"
+    if not refused:
+        _wait(lambda: expected in app.cor.raw_paths[before:], f"a detach of {ident!r}")
+    app.settle()
+    _wait(lambda: _idle(app), "the worker to finish")
+    sent = app.cor.raw_paths[before:]
+    assert sent == ([] if refused else [expected]), sent
+    # Everything COR ever received, in this app: one segment, and that segment is an id.
+    for raw in app.cor.raw_paths:
+        found = DETACH_PATH.fullmatch(raw)
+        assert found is not None and unquote(found[1]) not in DOTS, raw
+    if refused:
+        with app.db.begin() as conn:
+            named = select(func.count()).where(jobs.c.cor_user_id == ident)
+            assert conn.execute(named).scalar_one() == 0

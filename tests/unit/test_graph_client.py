@@ -10,7 +10,8 @@ import pytest
 
 from app.changes import GroupRef, UserRef
 from app.errors import PermanentError, RetryableError
-from app.graph.client import GraphClient, GraphCredentials, GraphNotFoundError
+from app.graph.client import GraphClient, GraphCredentials
+from app.http import NotFoundError, UnsafeIdentifierError
 from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 ENG = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
@@ -72,12 +73,12 @@ async def test_throttling_is_retryable_with_retry_after(
 
 
 async def test_not_found_and_forbidden(client: GraphClient, standin: StandinServer):
-    with pytest.raises(GraphNotFoundError):
+    with pytest.raises(NotFoundError):
         await client.get_user("nobody")
     standin.state.fault(403, path_contains="/users/")
     with pytest.raises(PermanentError) as caught:
         await client.get_user("nobody")
-    assert not isinstance(caught.value, GraphNotFoundError) and caught.value.status == 403
+    assert not isinstance(caught.value, NotFoundError) and caught.value.status == 403
 
 
 async def test_transitive_groups_follow_pages_and_leave_roles_out(
@@ -136,5 +137,37 @@ async def test_subscriptions_create_renew_reauthorize_list(
     assert renewed.expires_at == expires + timedelta(days=1)
     await client.reauthorize_subscription(created.id)
     assert [s.id for s in await client.list_subscriptions()] == [created.id]
-    with pytest.raises(GraphNotFoundError):
+    with pytest.raises(NotFoundError):
         await client.renew_subscription("gone", expires)
+
+
+@pytest.mark.parametrize("bad", [".", ".."])
+async def test_an_id_that_is_no_path_segment_is_never_sent(
+    client: GraphClient, standin: StandinServer, bad: str
+):
+    standin.state.add_user("u1", "adele@acme.example")
+    for call in (
+        client.get_user(bad),
+        client.get_group(bad),
+        client.transitive_groups(bad),
+        client.renew_subscription(bad, datetime(2026, 12, 20, tzinfo=UTC)),
+        client.reauthorize_subscription(bad),
+    ):
+        with pytest.raises(UnsafeIdentifierError):
+            await call
+    assert standin.state.calls == []  # not even a token
+
+
+async def test_path_like_ids_stay_one_segment(client: GraphClient, standin: StandinServer):
+    standin.state.add_user("...", "odd@acme.example")
+    assert (await client.get_user("...")).login == "odd@acme.example"
+    for missing in ("%2e%2e", "a/../b", "../../oauth2/v2.0/token"):
+        with pytest.raises(NotFoundError):
+            await client.get_user(missing)
+    paths = [c["raw_path"] for c in standin.state.calls if "/users" in c["raw_path"]]
+    assert paths == [
+        "/v1.0/users/...",
+        "/v1.0/users/%252e%252e",
+        "/v1.0/users/a%2F..%2Fb",
+        "/v1.0/users/..%2F..%2Foauth2%2Fv2.0%2Ftoken",
+    ]

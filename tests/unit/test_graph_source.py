@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.errors import ConfigError
 from app.store import Database
 from app.store import graph as graph_store
+from app.store.schema import events
 from tests.builders import load_fixture
 from tests.graph_standin import StandinServer
 from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
@@ -115,6 +117,62 @@ async def test_a_removal_reaches_cor_once_however_often_graph_retries(
     assert graph["on"] and graph["credentials"] and graph["inbox_pending"] == 0
     [sub] = graph["subscriptions"]
     assert sub["id"] == SUB and 19 * 86400 < sub["expires_in_seconds"] <= 20 * 86400
+
+
+async def test_dotted_ids_are_ignored_and_the_rest_of_the_delivery_counts(
+    client: httpx.AsyncClient, cor: FakeCor, standin: StandinServer, tmp_path: Path
+):
+    standin.state.add_user(ODD, "..")  # a userPrincipalName no COR user id can be
+    members = [{"id": m, "@removed": "deleted"} for m in ("..", ".", ODD, LEFT)]
+    body = notification(resourceData={"id": GROUP, "members@delta": members})
+    steered = notification(id="n-2", resource="Groups/..", resourceData={"members@delta": members})
+    body["value"] += steered["value"]
+    reply = await client.post("/hooks/graph", json=body)
+    assert reply.status_code == 202
+    assert reply.json() == {"queued": 2, "retries": 0, "ignored": 3, "lifecycle": 0}
+    await wait_for(lambda: bool(cor.detaches))
+    await wait_for(lambda: inbox_empty(tmp_path))
+    decided = await decisions(tmp_path)
+    assert decided[".."] == ("ignored", [MEMBER_REASON.format("'..'")])
+    assert decided["."] == ("ignored", [MEMBER_REASON.format("'.'")])
+    assert decided["graph:n-2"][0] == "ignored" and "group id '..'" in decided["graph:n-2"][1][0]
+    assert decided[ODD][0] == "unresolved" and "'..' is not a usable" in decided[ODD][1][0]
+    assert decided[LEFT][0] == "queued"
+    assert [path for path, _ in cor.detaches] == [
+        "/v2/integrations/users/adele@acme.example/detach"
+    ]
+    assert cor.raw_paths == ["/v2/integrations/users/adele%40acme.example/detach"]
+    looked_up = {c["raw_path"] for c in standin.state.calls if "/token" not in c["raw_path"]}
+    # Only the two real ids were looked up, each as one segment.
+    assert looked_up == {
+        f"/v1.0/users/{m}{t}" for m in (ODD, LEFT) for t in ("", "/transitiveMemberOf")
+    }
+
+
+ODD = "0dd0dd00-0000-4000-8000-000000000000"
+MEMBER_REASON = (
+    "member id {} is not a usable identifier in a URL path (empty or a dot segment); "
+    "not looked up, nothing detached"
+)
+
+
+def inbox_empty(tmp_path: Path) -> bool:
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    with db.begin() as conn:
+        stats = graph_store.inbox_stats(conn)
+    db.dispose()
+    return bool(stats["pending"] == 0)
+
+
+async def decisions(tmp_path: Path) -> dict[str, tuple[str, list[str]]]:
+    """Each recorded Graph event by member id (or its own key), with decision and detail."""
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    with db.begin() as conn:
+        rows = conn.execute(select(events.c.source_event_id, events.c.decision, events.c.detail))
+        found = {key: (decision, detail) for key, decision, detail in rows}
+    db.dispose()
+    # An entry's key is "<notification key>:<member id>:removed".
+    return {(k.split(":")[-2] if k.endswith(":removed") else k): v for k, v in found.items()}
 
 
 async def test_a_wrong_client_state_is_401_and_stores_nothing(

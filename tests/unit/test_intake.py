@@ -245,6 +245,19 @@ def test_a_user_the_template_cannot_name_is_recorded_unresolved(db, mapping):
     assert open_jobs(db) == []
 
 
+def test_a_login_that_would_steer_the_detach_is_unresolved_and_the_batch_goes_on(db, mapping):
+    dots = [UserRef(id=f"00u{n}", login=login) for n, login in enumerate((".", ".."))]
+    decisions = accept(
+        db, mapping, *(change(ChangeKind.removed, user=u) for u in dots), change(ChangeKind.removed)
+    )
+    assert [d.decision for d in decisions] == ["unresolved", "unresolved", "queued"]
+    assert decisions[1].detail == [
+        "no COR user id: '..' is not a usable identifier in a URL path (empty or a dot segment) "
+        "(user_id template '{login}' for okta)"
+    ]
+    assert {user for user, _, _ in open_jobs(db)} == {"jane@acme.example"}
+
+
 def test_decisions_come_back_in_input_order(db, mapping):
     late = change(ChangeKind.removed, FIN, at=T0 + timedelta(minutes=5), event_id="late")
     early = change(ChangeKind.removed, ENG, at=T0, event_id="early")

@@ -191,6 +191,17 @@ def test_cor_user_id_names_template_and_missing_field() -> None:
     assert "it has: id, login" in err.reason
 
 
+@pytest.mark.parametrize("login", [".", ".."])
+def test_a_cor_user_id_that_is_a_dot_segment_is_refused(login: str) -> None:
+    table = parse(WITH_PROVIDERS)
+    with pytest.raises(ConfigError) as info:
+        table.cor_user_id("entra", UserRef(id="u1", login="x", externalId=login))
+    assert f"{login!r} is not a usable identifier" in info.value.reason
+    assert "'{externalId}' for entra" in info.value.reason
+    # Around other text a dot is only a dot.
+    assert table.cor_user_id("okta", UserRef(id="00u1", login="..")) == "okta-00u1/.."
+
+
 def test_provider_without_entry_gets_defaults() -> None:
     table = parse(
         """\

@@ -9,12 +9,15 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
+
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
 from app.intake import accept_changes
 from app.mapping import Mapping, parse_mapping
 from app.operations import ReplayRequest, replay_jobs
 from app.store import Database
 from app.store import jobs as job_store
+from app.store.schema import jobs
 from tests.conftest import MAPPING
 
 T0 = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
@@ -191,3 +194,19 @@ def test_concurrent_replays_of_one_dead_job_requeue_it_once(db: Database, mappin
     assert not errors
     assert sorted(results) == ["requeued", "skipped", "skipped", "skipped"]
     assert states(db, [fin]) == ["pending"]
+
+
+def test_a_dead_job_for_a_dot_segment_user_is_not_replayed(db: Database, mapping: Mapping):
+    # Queued before intake refused such ids; COR would only be asked on another route.
+    [fin] = accept(db, mapping, change(ChangeKind.removed, FIN, 1))
+    with db.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == fin).values(cor_user_id=".."))
+    settle(db, [fin], job_store.DEAD)
+
+    [skipped] = replay(db, mapping, [fin])["jobs"]
+    assert skipped["result"] == "skipped"
+    assert skipped["reason"] == (
+        "cannot be sent: the COR user id '..' is not a usable identifier in a URL path "
+        "(empty or a dot segment)"
+    )
+    assert states(db, [fin]) == ["dead"]

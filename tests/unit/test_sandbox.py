@@ -314,6 +314,36 @@ async def test_calls_record_what_was_asked_and_answered(cor: httpx.AsyncClient) 
     assert (await cor.get("/calls")).json() == {"calls": []}
 
 
+async def test_a_call_to_any_other_route_is_recorded_and_404(cor: httpx.AsyncClient) -> None:
+    token = await fetch_token(cor)
+    headers = {"Authorization": f"Bearer {token}"}
+    # Where "PUT .../users/../detach" and ".../users/./detach" land once dots are resolved.
+    for path in ("/v2/integrations/detach", "/v2/integrations/users/detach"):
+        reply = await cor.put(path, json=change_body("WS-FIN"), headers=headers)
+        assert reply.status_code == 404 and reply.json()["code"] == "ZC404"
+    calls = (await cor.get("/calls")).json()["calls"][1:]
+    assert [(c["method"], c["raw_path"], c["user_id"], c["status"]) for c in calls] == [
+        ("PUT", "/v2/integrations/detach", None, 404),
+        ("PUT", "/v2/integrations/users/detach", None, 404),
+    ]
+    assert (await cor.get(f"/users/{JANE}")).json()["workspaces"][-1]["name"] == "Finance"
+
+
+async def test_a_user_id_with_an_escaped_slash_is_one_segment(cor: httpx.AsyncClient) -> None:
+    user = SeedUser(id="a/../b", source="OKTA", name="Odd", email="odd@acme.example")
+    assert (
+        await cor.post("/users", json=user.model_dump() | {"workspaces": ["WS-FIN"]})
+    ).status_code == 201
+    token = await fetch_token(cor)
+    raw = "/v2/integrations/users/a%2F..%2Fb/detach"
+    reply = await cor.put(
+        raw, json=change_body("WS-FIN"), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert reply.status_code == 200 and reply.json()["workspaces"] == []
+    [call] = (await cor.get("/calls", params={"path_contains": "detach"})).json()["calls"]
+    assert (call["raw_path"], call["user_id"]) == (raw, "a/../b")
+
+
 async def test_attach_adds_workspaces_once(cor: httpx.AsyncClient) -> None:
     token = await fetch_token(cor)
     reply = await cor.put(

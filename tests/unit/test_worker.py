@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
-from app.delivery.cor import CorClient, StaticToken
+from app.delivery.cor import CorClient
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker, coalesce
+from app.http import StaticToken
 from app.intake import accept_changes
 from app.mapping import Mapping
 from app.store import Database
@@ -309,6 +310,22 @@ async def test_a_refused_solo_job_goes_to_the_dead_letters_at_once(db, fake, mak
     assert outcomes(db, i) == ["dead"]
     assert await worker.run_once() == 0
     assert len(fake.detaches) == 1
+
+
+@pytest.mark.parametrize("user", [".", ".."])
+async def test_a_user_id_that_would_steer_the_call_is_dead_and_never_sent(
+    db, fake, make_worker, user
+):
+    # Intake refuses such ids; a job queued before it did must still never reach COR.
+    ids = enqueue(db, user, "WS-ENG", "WS-FIN")
+    worker = make_worker()
+    while await worker.run_once():
+        pass
+    for i in ids:
+        row = job(db, i)
+        assert (row["state"], row["last_status"]) == (job_store.DEAD, None)
+        assert f"{user!r} is not a usable identifier in a URL path" in row["last_message"]
+    assert fake.requests == []
 
 
 async def test_a_split_wakes_the_worker(db, fake, make_worker):
