@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
 from app.delivery.retry import RetryPolicy, next_attempt_at
-from app.errors import DeliveryError, RetryableError
+from app.errors import DeliveryError, PermanentError, RetryableError
 from app.rounds import Rounds
 from app.store import Database
 from app.store import jobs as job_store
@@ -194,10 +194,12 @@ class Worker:
         except DeliveryError as exc:
             return exc
         except Exception as exc:
-            # A bug, not COR. Retrying with backoff ends in the dead letters if it persists;
-            # raising would cancel every other delivery of the round mid-flight.
+            # A bug, not COR: retrying would hide it. The job stops as a dead letter (an
+            # operator replays it once fixed), the traceback is in the log, and the round's
+            # other deliveries go on (raising would cancel them mid-flight).
             log.exception("detach_crashed")
-            return RetryableError(f"unexpected error delivering: {type(exc).__name__}")
+            text = f"a bug in the bridge stopped this detach ({type(exc).__name__}; see the log)"
+            return PermanentError(text, code="BRIDGE_BUG")
 
     async def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
         now = self._clock()

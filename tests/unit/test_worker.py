@@ -560,7 +560,9 @@ async def test_twins_both_done_when_cor_succeeds(db, fake, make_worker, clock):
 # --- the unexpected ---------------------------------------------------------------------
 
 
-async def test_an_unexpected_error_in_one_call_does_not_sink_the_others(db, fake, make_worker):
+async def test_an_unexpected_error_is_a_dead_letter_and_does_not_sink_the_others(
+    db, fake, make_worker
+):
     [bob] = enqueue(db, "bob", "WS-ENG")
     [jane] = enqueue(db, "jane", "WS-ENG")
 
@@ -573,9 +575,9 @@ async def test_an_unexpected_error_in_one_call_does_not_sink_the_others(db, fake
     assert await make_worker().run_once() == 2
     assert job(db, jane)["state"] == job_store.DONE
     row = job(db, bob)
-    assert (row["state"], row["attempts"]) == (job_store.PENDING, 1)
-    assert "RuntimeError" in row["last_message"]
-    assert outcomes(db, bob) == ["retry"]
+    assert (row["state"], row["attempts"]) == (job_store.DEAD, 1)  # a bug is not retried
+    assert "RuntimeError" in row["last_message"] and row["last_code"] == "BRIDGE_BUG"
+    assert outcomes(db, bob) == ["dead"]
 
 
 def test_mapping_fixture_is_the_one_intake_uses(mapping: Mapping):
