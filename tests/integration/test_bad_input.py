@@ -81,7 +81,7 @@ def test_bad_input_is_refused_and_loses_nothing(start_bridge: StartBridge, sandb
     assert bridge.admin("POST", "/changes", json={"provider": "okta"}).status_code == 422
 
     # None of the refused requests stored anything about li ...
-    assert bridge.history(LI) == {"user": LI, "events": [], "jobs": []}
+    assert bridge.history(LI) == {"user": LI, "events": [], "jobs": [], "held": []}
     # ... so the very same event, now with the secret, is new (not a duplicate) and sent.
     assert bridge.deliver(li_removal)["received"] == 1
     # The removal accepted before all this still arrives once COR is back.
