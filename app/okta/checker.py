@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 from app import metrics
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
+from app.delivery.retry import RetryPolicy, next_attempt_at
 from app.errors import BridgeError, PermanentError, RetryableError
-from app.graph.resolver import retry_delay
 from app.http import NotFoundError
 from app.okta.client import OktaClient
 from app.rounds import Rounds
@@ -52,6 +52,7 @@ class Answer:
         return self.status in ("DEPROVISIONED", "DELETED")
 
 
+DEFAULT_RETRY = RetryPolicy()
 Answers = dict[str, Answer | BridgeError]
 Failed = list[tuple[HeldChange, Answer | BridgeError]]
 
@@ -68,7 +69,7 @@ class OktaChecker:
         concurrency: int = 4,
         poll_seconds: float = 1.0,
         lease: timedelta = timedelta(minutes=2),
-        max_age: timedelta = timedelta(days=3),
+        retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.bridge = bridge
@@ -78,7 +79,8 @@ class OktaChecker:
         self._limit = asyncio.Semaphore(concurrency)
         self._poll = poll_seconds
         self._lease = lease
-        self._max_age = max_age
+        # The delivery's backoff and age limit; a held change has no attempt limit of its own.
+        self._retry = replace(retry, max_attempts=2**31)
         self._clock = clock
         self.rounds = Rounds("okta_checker")
 
@@ -157,20 +159,24 @@ class OktaChecker:
         dead: list[IgnoredEvent] = []
         with self.bridge.db.begin() as conn:
             for row, error in failed:
+                assert not isinstance(error, Answer)
                 text = str(error)
-                if now - row.received_at >= self._max_age:
+                wait = error if isinstance(error, RetryableError) else RetryableError(text)
+                at = next_attempt_at(
+                    self._retry, wait, attempts=row.attempts + 1, created_at=row.received_at,
+                    now=now,
+                )  # fmt: skip
+                if at is None:
                     if held_store.bury(conn, row.id, self.worker_id, now, text):
                         dead.append(_dead_letter(row, text, now - row.received_at))
                     continue
-                assert not isinstance(error, Answer)
-                delay = retry_delay(error, row.attempts + 1)
-                held_store.defer(conn, row.id, self.worker_id, now + timedelta(seconds=delay), text)
+                held_store.defer(conn, row.id, self.worker_id, at, text)
                 log.warning(
                     "okta_check_deferred",
                     event_id=row.change.event_id,
                     user_id=row.change.user.id,
                     error=text,
-                    retry_in_seconds=round(delay, 1),
+                    retry_in_seconds=round((at - now).total_seconds(), 1),
                 )
         return dead
 

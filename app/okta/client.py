@@ -69,6 +69,10 @@ class RateGate:
             log.info("okta_rate_limit_pacing", bucket=bucket, seconds=round(delay, 1))
             await asyncio.sleep(min(delay, MAX_PACING_SECONDS))
 
+    def pause(self, bucket: str, seconds: float) -> None:
+        """Okta answered 429: nothing more in this bucket for `seconds`."""
+        self._resume_at[bucket] = max(self._resume_at.get(bucket, 0.0), self._clock() + seconds)
+
     def note(self, bucket: str, headers: httpx.Headers) -> None:
         """Remember a reply's X-Rate-Limit-* headers."""
         try:
@@ -192,6 +196,9 @@ class OktaClient:
             reply = await self._api.send("GET", url, params=params)
         except RetryableError as exc:
             self.last_error = exc.message
+            if exc.status == 429 and exc.retry_after is not None:
+                # Every call in this bucket waits for the reset, not just this one's retry.
+                self._gate.pause(bucket, exc.retry_after)
             raise
         except PermanentError as exc:
             if exc.status != 404:

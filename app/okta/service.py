@@ -14,6 +14,7 @@ import httpx
 import structlog
 
 from app import metrics
+from app.delivery.retry import RetryPolicy
 from app.errors import ConfigError
 from app.http import Tokens
 from app.okta import credentials
@@ -78,7 +79,11 @@ class OktaDirectory:
             self.client,
             poll_seconds=self.settings.bridge_poll_seconds,
             lease=timedelta(seconds=self.settings.bridge_lease_seconds),
-            max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
+            retry=RetryPolicy(
+                max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
+                base_seconds=self.settings.bridge_retry_base_seconds,
+                max_seconds=self.settings.bridge_retry_max_seconds,
+            ),
         )
         self.bridge.okta_checker = self.checker
         self._tasks.append(asyncio.create_task(self.checker.run(), name="cor-bridge-okta-check"))

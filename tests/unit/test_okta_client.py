@@ -112,6 +112,8 @@ def test_the_rate_gate_waits_for_the_reset_when_a_bucket_runs_low():
     )
     gate.note("/api/v1/users", plenty)
     assert gate._resume_at["/api/v1/users"] == 0
+    gate.pause("/api/v1/users", 12.0)  # a 429: the whole bucket waits for the reset
+    assert gate._resume_at["/api/v1/users"] == 1012
 
 
 async def test_the_system_log_is_read_from_a_cursor_that_always_links_on(client, org):
