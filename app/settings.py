@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     okta_api_token: SecretStr | None = None
     okta_client_id: str | None = None
     okta_private_key_file: str | None = None
+    okta_dpop: bool = False  # the service app requires DPoP-bound tokens
     okta_log_poll_seconds: float = Field(default=60.0, ge=0)
     okta_sync_seconds: float = Field(default=21600.0, ge=0)
     okta_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -16,7 +16,7 @@ from app.mapping import Mapping
 from app.okta.client import OktaClient, log_url
 from app.okta.log_poller import EVENT_TYPES, NAME, okta_time
 from app.okta.reconcile import Sync
-from app.okta.service import okta_credentials
+from app.okta.service import okta_client
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import Database, cursors
@@ -101,15 +101,12 @@ async def _bridge(settings: Settings, mapping: Mapping) -> AsyncIterator[tuple[B
     try:
         await asyncio.to_thread(db.migrate)
         async with httpx.AsyncClient(timeout=settings.okta_timeout_seconds) as http:
-            yield Bridge(settings, db, MappingHolder(settings, mapping)), _client(settings, http)
+            yield (
+                Bridge(settings, db, MappingHolder(settings, mapping)),
+                okta_client(settings, http),
+            )
     finally:
         db.dispose()
-
-
-def _client(settings: Settings, http: httpx.AsyncClient) -> OktaClient:
-    tokens, auth = okta_credentials(settings, http)
-    assert settings.okta_org_url is not None
-    return OktaClient(http, settings.okta_org_url, tokens, auth)
 
 
 def _fail(message: str) -> NoReturn:

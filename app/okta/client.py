@@ -100,8 +100,10 @@ class OktaClient:
         auth: AuthHeaders,
         *,
         gate: RateGate | None = None,
+        dpop: httpx.Auth | None = None,
     ) -> None:
         self._org = org_url.rstrip("/")
+        self._dpop = dpop  # a service app that requires DPoP: a proof on every call
         self._api = Api(http, "Okta", tokens, auth=auth, errors=_okta_error)
         self._gate = gate or RateGate()
         self.last_success: float | None = None
@@ -193,7 +195,8 @@ class OktaClient:
         bucket = _bucket(url)
         await self._gate.wait(bucket)
         try:
-            reply = await self._api.send("GET", url, params=params)
+            extra = {"auth": self._dpop} if self._dpop is not None else {}
+            reply = await self._api.send("GET", url, params=params, **extra)
         except RetryableError as exc:
             self.last_error = exc.message
             if exc.status == 429 and exc.retry_after is not None:

@@ -47,8 +47,16 @@ def read_private_key(path: str) -> str:
     return pem
 
 
-def service_app(http: httpx.AsyncClient, org_url: str, client_id: str, pem: str) -> Tokens:
-    """Client credentials with `private_key_jwt`, cached until shortly before expiry."""
+def service_app(
+    http: httpx.AsyncClient,
+    org_url: str,
+    client_id: str,
+    pem: str,
+    *,
+    dpop: httpx.Auth | None = None,
+) -> Tokens:
+    """Client credentials with `private_key_jwt` (and a DPoP proof when `dpop` is given),
+    cached until shortly before expiry."""
     token_url = f"{org_url.rstrip('/')}/oauth2/v1/token"
 
     async def fetch() -> tuple[str, float]:
@@ -70,7 +78,7 @@ def service_app(http: httpx.AsyncClient, org_url: str, client_id: str, pem: str)
         # A refused app (wrong key, missing scope) waits for an operator: never a guess.
         refused = (*RETRYABLE_STATUS, 400, 401, 403)
         return await fetch_token(
-            http, token_url, "Okta token endpoint", retry_status=refused, data=form
+            http, token_url, "Okta token endpoint", retry_status=refused, data=form, auth=dpop
         )
 
     return CachedToken(fetch)

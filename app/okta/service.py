@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +17,11 @@ import structlog
 from app import metrics
 from app.delivery.retry import RetryPolicy
 from app.errors import ConfigError
-from app.http import Tokens
+from app.http import AuthHeaders, Tokens
 from app.okta import credentials
 from app.okta.checker import OktaChecker
 from app.okta.client import OktaClient
+from app.okta.dpop import DPoPAuth, dpop_token
 from app.okta.log_poller import NAME as LOG_POLLER
 from app.okta.log_poller import LogPoller
 from app.okta.reconcile import NAME as SYNC
@@ -33,17 +35,37 @@ from app.store.cursors import PollerState
 log = structlog.get_logger(__name__)
 
 
-def okta_credentials(settings: Settings, http: httpx.AsyncClient) -> tuple[Tokens, Any]:
+@dataclass(frozen=True)
+class OktaCredentials:
+    """How the client authenticates: tokens, their header, and DPoP when the app needs it."""
+
+    tokens: Tokens
+    auth: AuthHeaders
+    dpop: DPoPAuth | None = None
+
+
+def okta_credentials(settings: Settings, http: httpx.AsyncClient) -> OktaCredentials:
     """The API token (SSWS), or the service app's private_key_jwt client credentials."""
     if settings.okta_api_token is not None:
-        return credentials.api_token(settings.okta_api_token.get_secret_value()), credentials.ssws
+        token = settings.okta_api_token.get_secret_value()
+        return OktaCredentials(credentials.api_token(token), credentials.ssws)
     if settings.okta_client_id and settings.okta_private_key_file and settings.okta_org_url:
         pem = credentials.read_private_key(settings.okta_private_key_file)
-        tokens = credentials.service_app(http, settings.okta_org_url, settings.okta_client_id, pem)
-        return tokens, credentials.bearer
+        dpop = DPoPAuth() if settings.okta_dpop else None
+        tokens = credentials.service_app(
+            http, settings.okta_org_url, settings.okta_client_id, pem, dpop=dpop
+        )
+        return OktaCredentials(tokens, dpop_token if dpop else credentials.bearer, dpop)
     raise ConfigError(
         "OKTA_ORG_URL needs OKTA_API_TOKEN, or OKTA_CLIENT_ID and OKTA_PRIVATE_KEY_FILE"
     )
+
+
+def okta_client(settings: Settings, http: httpx.AsyncClient) -> OktaClient:
+    """The Okta client the settings describe."""
+    assert settings.okta_org_url is not None
+    found = okta_credentials(settings, http)
+    return OktaClient(http, settings.okta_org_url, found.tokens, found.auth, dpop=found.dpop)
 
 
 class OktaDirectory:
@@ -72,8 +94,7 @@ class OktaDirectory:
         assert self.settings.okta_org_url is not None
         timeout = httpx.Timeout(self.settings.okta_timeout_seconds, connect=5.0)
         self.http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
-        tokens, auth = okta_credentials(self.settings, self.http)
-        self.client = OktaClient(self.http, self.settings.okta_org_url, tokens, auth)
+        self.client = okta_client(self.settings, self.http)
         self.checker = OktaChecker(
             self.bridge,
             self.client,

@@ -18,7 +18,9 @@ from app.http import NotFoundError
 from app.okta import credentials
 from app.okta.client import OktaClient, RateGate
 from app.okta.log_poller import EVENT_TYPES
+from app.okta.service import okta_client
 from app.okta.standin import STANDIN_TOKEN, Fault, Org, create_okta_standin
+from app.settings import Settings
 from tests.graph_standin import StandinServer
 
 STANDIN = create_okta_standin()
@@ -172,3 +174,55 @@ def test_a_file_that_is_no_private_key_is_a_config_error(tmp_path):
     with pytest.raises(Exception, match="not an RSA private key") as caught:
         credentials.read_private_key(str(tmp_path / "key.pem"))
     assert str(tmp_path / "key.pem") in str(caught.value)
+
+
+async def test_a_service_app_that_requires_dpop_gets_a_proof_per_request_and_its_nonce(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    def verified(request: httpx.Request) -> dict[str, object]:
+        proof = request.headers["DPoP"]
+        header = jwt.get_unverified_header(proof)
+        assert header["typ"] == "dpop+jwt" and "d" not in header["jwk"]  # public part only
+        public = jwt.algorithms.ECAlgorithm.from_jwk(header["jwk"])
+        claims: dict[str, object] = jwt.decode(proof, public, algorithms=["ES256"])
+        assert claims["htm"] == request.method
+        assert claims["htu"] == str(request.url.copy_with(query=None))
+        seen.append((request.url.path, claims))
+        return claims
+
+    def okta(request: httpx.Request) -> httpx.Response:
+        claims = verified(request)
+        server_nonce = "n-token" if request.url.path.startswith("/oauth2") else "n-api"
+        if claims.get("nonce") != server_nonce:
+            body = {
+                "error": "use_dpop_nonce",
+                "error_description": "Authorization server requires nonce in DPoP proof.",
+            }
+            status = 400 if server_nonce == "n-token" else 401
+            return httpx.Response(status, json=body, headers={"DPoP-Nonce": server_nonce})
+        if request.url.path == "/oauth2/v1/token":
+            return httpx.Response(
+                200, json={"access_token": "at-1", "token_type": "DPoP", "expires_in": 3600}
+            )
+        assert request.headers["Authorization"] == "DPoP at-1"
+        assert claims["ath"] == "R8PYaIQdcYEdkSc9TeGyiUqSAedmCQuOQImPRh1E3HI"  # sha256("at-1")
+        return httpx.Response(200, json={"id": "00ujane", "status": "ACTIVE", "profile": {}})
+
+    (tmp_path / "key.pem").write_text(pem)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        okta_org_url="https://acme.okta.test",
+        okta_client_id="0oa-app",
+        okta_private_key_file=str(tmp_path / "key.pem"),
+        okta_dpop=True,
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(okta)) as http:
+        client = okta_client(settings, http)
+        assert (await client.get_user("00ujane")).status == "ACTIVE"
+        assert (await client.get_user("00ujane")).status == "ACTIVE"  # nonces remembered
+    paths = [path for path, _ in seen]
+    assert paths == ["/oauth2/v1/token"] * 2 + ["/api/v1/users/00ujane"] * 3
