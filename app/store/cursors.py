@@ -35,11 +35,7 @@ def take_turn(
 ) -> PollerState | None:
     """This poller's state if `holder` may poll now (no other replica holds a live lease,
     or `force`: the caller knows no other can)."""
-    conn.execute(
-        insert_ignoring_conflicts(conn, directory_state)
-        .values(name=name)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
+    _ensure(conn, name)
     taken = conn.execute(
         update(directory_state)
         .where(
@@ -78,11 +74,7 @@ def record_success(conn: Connection, name: str, now: datetime) -> None:
 
 def record_error(conn: Connection, name: str, error: str, now: datetime) -> None:
     """Keep what went wrong last, for /readyz and /metrics."""
-    conn.execute(
-        insert_ignoring_conflicts(conn, directory_state)
-        .values(name=name)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
+    _ensure(conn, name)
     conn.execute(
         update(directory_state)
         .where(directory_state.c.name == name)
@@ -92,15 +84,20 @@ def record_error(conn: Connection, name: str, error: str, now: datetime) -> None
 
 def set_cursor(conn: Connection, name: str, cursor: str | None, now: datetime) -> None:
     """An operator's reset: start from `cursor` (None: from now) at the next round."""
-    conn.execute(
-        insert_ignoring_conflicts(conn, directory_state)
-        .values(name=name)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
+    _ensure(conn, name)
     conn.execute(
         update(directory_state)
         .where(directory_state.c.name == name)
         .values(cursor=cursor, updated_at=now)
+    )
+
+
+def _ensure(conn: Connection, name: str) -> None:
+    """The poller's row exists (made empty the first time)."""
+    conn.execute(
+        insert_ignoring_conflicts(conn, directory_state)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=["name"])
     )
 
 
