@@ -84,7 +84,7 @@ async def prometheus(request: Request, bridge: BridgeDep) -> Response:
 
 
 def _queue_stats(bridge: Bridge) -> dict[str, Any]:
-    with bridge.db.begin() as conn:
+    with bridge.db.read() as conn:
         return job_store.queue_stats(conn)
 
 

@@ -116,7 +116,7 @@ class GraphService:
         }
 
     def _read(self) -> tuple[list[StoredSubscription], dict[str, Any]]:
-        with self.bridge.db.begin() as conn:
+        with self.bridge.db.read() as conn:
             return graph_store.list_subscriptions(conn), graph_store.inbox_stats(conn)
 
     def _spawn(self, work: Any, name: str) -> None:

@@ -114,13 +114,15 @@ async def replay(body: ReplayRequest, bridge: BridgeDep) -> dict[str, Any]:
 @router.get("/jobs")
 async def list_jobs(bridge: BridgeDep, page: Annotated[JobPage, Query()]) -> dict[str, Any]:
     """Jobs, newest first, with filters and paging."""
-    return await _in_transaction(bridge, operations.list_jobs, page, page.limit, page.offset)
+    return await _in_transaction(
+        bridge, operations.list_jobs, page, page.limit, page.offset, read_only=True
+    )
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: JobId, bridge: BridgeDep) -> dict[str, Any]:
     """One job with every delivery attempt (`attempts` counts them, `deliveries` lists them)."""
-    return await _in_transaction(bridge, operations.job_detail, job_id)
+    return await _in_transaction(bridge, operations.job_detail, job_id, read_only=True)
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -132,14 +134,15 @@ async def cancel_job(job_id: JobId, bridge: BridgeDep) -> dict[str, Any]:
 @router.get("/users/{user}/history")
 async def user_history(user: str, bridge: BridgeDep) -> dict[str, Any]:
     """Every change received for a user (IdP id, login or COR id) and what was decided."""
-    return await _in_transaction(bridge, operations.user_history, user)
+    return await _in_transaction(bridge, operations.user_history, user, read_only=True)
 
 
 async def _in_transaction(
-    bridge: Bridge, operation: Callable[..., dict[str, Any]], *args: Any
+    bridge: Bridge, operation: Callable[..., dict[str, Any]], *args: Any, read_only: bool = False
 ) -> dict[str, Any]:
     def run() -> dict[str, Any]:
-        with bridge.db.begin() as conn:
+        # A read never waits for, or holds, the write lock that the IdPs' acks need.
+        with bridge.db.read() if read_only else bridge.db.begin() as conn:
             return operation(conn, *args)
 
     return await anyio.to_thread.run_sync(run)

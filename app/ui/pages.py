@@ -82,7 +82,7 @@ def _render(request: Request, viewer: Viewer, name: str, status: int = 200, **ct
 
 async def _read(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
     def run() -> T:
-        with bridge.db.begin() as conn:
+        with bridge.db.read() as conn:  # pages only read: never in the IdPs' way
             return work(conn, *args)
 
     return await anyio.to_thread.run_sync(run)

@@ -14,6 +14,7 @@ from functools import cache
 from http import HTTPStatus
 from typing import Any
 
+import anyio
 import structlog
 from fastapi import APIRouter, Request, Response
 from scim2_models import Error, SCIMException
@@ -66,7 +67,11 @@ async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
         body=body,
     )
     try:
-        reply, _ = await bridge.transact(lambda conn: _handle(conn, bridge, scim_request))
+        if request.method == "GET":
+            # A read (however large its filter) never holds the write turn the acks need.
+            reply, _ = await anyio.to_thread.run_sync(_read_only, bridge, scim_request)
+        else:
+            reply, _ = await bridge.transact(lambda conn: _handle(conn, bridge, scim_request))
     except SCIMException as exc:
         reply = service.error_response(exc)
     except RecursionError:
@@ -100,6 +105,13 @@ def _handle(
     )
     reply = BridgeScimHandler(scim_service(), storage).handle(scim_request)
     return reply, storage.changes
+
+
+def _read_only(
+    bridge: Bridge, scim_request: ScimRequest
+) -> tuple[ScimResponse, list[MembershipChange]]:
+    with bridge.db.read() as conn:
+        return _handle(conn, bridge, scim_request)
 
 
 def _response(reply: ScimResponse) -> Response:
