@@ -322,8 +322,10 @@ class StandinServer:
         return f"{self.url}/v1.0"
 
     def settings(self) -> dict[str, str]:
-        """The GRAPH_* settings (lower-case field names) pointing at this stand-in."""
+        """The GRAPH_* settings (lower-case field names) pointing at this stand-in; the delta
+        query is off (tests of it turn it on), so other tests see only the calls they make."""
         return {
+            "graph_delta_seconds": "0",
             "graph_api_url": self.api_url,
             "graph_login_url": self.url,
             "graph_tenant_id": TENANT,
