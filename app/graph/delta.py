@@ -48,6 +48,7 @@ MAX_IDS = 50
 MAX_PAGES_A_ROUND = 500
 SKEW = timedelta(seconds=60)
 GONE = 410  # Graph: the delta token expired; start that batch again
+LEASE = timedelta(seconds=120)  # renewed by every page
 
 
 class LostTurnError(BridgeError):
@@ -132,7 +133,7 @@ class DeltaPoller:
     async def run_once(self) -> dict[str, int]:
         """One round over every batch; counts of what it read (empty: another replica's turn)."""
         started = self._clock()
-        lease = timedelta(seconds=max(2 * self._interval, 300.0))
+        lease = LEASE
         if await anyio.to_thread.run_sync(self._take_turn, started, lease) is None:
             return {}
         counts = {"groups": 0, "entries": 0, "errors": 0}
@@ -211,7 +212,11 @@ class DeltaPoller:
         at = started - SKEW if baseline else started
 
         def work(conn: Connection) -> tuple[int, list[IgnoredEvent]]:
-            if not cursors.save_cursor(conn, batch.name, self.holder, cursor, self._clock()):
+            now = self._clock()
+            # Each page renews the round's lease: a long first round keeps its turn, and a
+            # replica that died holding it is replaced within LEASE.
+            kept = cursors.take_turn(conn, NAME, self.holder, now, LEASE) is not None
+            if not kept or not cursors.save_cursor(conn, batch.name, self.holder, cursor, now):
                 raise LostTurnError("another replica took over the Graph delta query")
             queued = sum(self._queue(conn, e, baseline, at) for e in entries)
             recorded = []
