@@ -123,6 +123,9 @@ async def test_a_removal_no_notification_told_is_detached_after_the_next_round(
         metrics = (await client.get("/metrics")).text
         assert 'cor_bridge_directory_poll_age_seconds{poller="graph_delta"}' in metrics
         assert 'cor_bridge_directory_polled_events_total{poller="graph_delta"}' in metrics
+        await client.post("/admin/login", data={"token": "admin-token", "next": "/admin"})
+        page = (await client.get("/admin")).text
+        assert "Graph delta:" in page and "1 groups covered" in page
 
 
 async def test_a_user_another_group_still_grants_keeps_that_workspace(
