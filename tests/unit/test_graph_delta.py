@@ -200,3 +200,43 @@ def register(database_url: str) -> None:
     with db.begin() as conn:
         graph_store.put_subscription(conn, SUB, f"/groups/{ONCALL}", expires, datetime.now(UTC))
     db.dispose()
+
+
+async def test_a_notification_of_a_deleted_group_detaches_every_member_the_bridge_knew(
+    start: Start, standin: StandinServer, cor: FakeCor, database_url: str
+):
+    async with start(every=0) as client:
+        register(database_url)
+        joined = [{"id": ADELE}, {"id": JOE}]
+        assert (await client.post("/hooks/graph", json=note(joined))).status_code == 202
+
+        async def resolved() -> bool:
+            return bool((await delta(client))["inbox_pending"] == 0)
+
+        await wait_for(resolved)
+        standin.state.delete_group(ONCALL)
+        gone = note(None)
+        gone["value"][0]["resourceData"]["@removed"] = {"reason": "deleted"}
+        reply = await client.post("/hooks/graph", json=gone)
+        assert reply.status_code == 202 and reply.json()["queued"] == 2
+        await wait_for(lambda: len(cor.detaches) == 2)
+        assert sorted(detached(cor)) == [
+            ("adele@acme.example", ["WS-ENG", "WS-ONCALL"]),
+            ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),
+        ]
+        # Graph retries the deletion: the bridge knows nobody in the group any more.
+        again = await client.post("/hooks/graph", json=gone)
+        assert again.json()["queued"] == 0
+        events = await history(client, "joe@acme.example")
+        assert events[-1]["detail"][0].startswith(f"graph group {ONCALL} was deleted")
+
+
+def note(members: list[dict[str, Any]] | None) -> dict[str, Any]:
+    body = load_fixture("graph/notification-member-removed.json")
+    body["value"][0].update(clientState=STATE, subscriptionExpirationDateTime=FUTURE)
+    data = body["value"][0]["resourceData"]
+    if members is None:
+        del data["members@delta"]
+    else:
+        data["members@delta"] = members
+    return body
