@@ -229,10 +229,15 @@ def _revoke(t: Turn) -> Outcome:
         return "superseded", [_superseded_text(known)]
     if known is not None and not known.member:
         # Heard before (a notification, then delta; or SCIM): nothing joined them since.
-        return ALREADY_OUT, [_already_out_text(change, known)]
+        detail: list[Any] = [_already_out_text(change, known)]
+        if change.member_of is not None:
+            # The IdP's answer is news all the same (see below).
+            for workspace, by in _still_granted(t).items():
+                detail += _call_off(t, workspace, change.occurred_at, f"still granted by {by}")
+        return ALREADY_OUT, detail
     t.remember(change, member=False)
     still = _still_granted(t)
-    detail: list[Any] = []
+    detail = []
     if change.member_of is not None:
         # The IdP's answer is news too: a detach queued earlier of a workspace a current
         # group grants (a join the bridge never heard of) is called off.
