@@ -70,6 +70,8 @@ async def prometheus(request: Request, bridge: BridgeDep) -> Response:
     if okta is not None:
         with contextlib.suppress(Exception):  # the counters still go out
             await okta.checks()
+    # The Graph delta gauge is read fresh the same way (graph_checks never raises).
+    await graph_checks(getattr(request.app.state, "graph", None))
     try:
         stats = await anyio.to_thread.run_sync(_queue_stats, bridge)
     except Exception:  # still expose the counters when the database is away

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     graph_renew_before_seconds: float = Field(default=2 * 24 * 3600, gt=0)
     graph_timeout_seconds: float = Field(default=10.0, gt=0)
     graph_cache_seconds: float = Field(default=600.0, ge=0)
+    # With credentials: a delta query over the mapped Entra groups this often (0: off).
+    graph_delta_seconds: float = Field(default=900.0, ge=0)
 
     @field_validator(
         "bridge_admin_token",

@@ -8,6 +8,10 @@ Paths (the bridge's GRAPH_LOGIN_URL is the server's URL, GRAPH_API_URL that plus
     POST /v1.0/subscriptions/{id}/reauthorize        reauthorize
     GET  /v1.0/groups/{id}, GET /v1.0/groups?$filter=displayName eq '...'
     GET  /v1.0/users/{id}, GET /v1.0/users/{id}/transitiveMemberOf (paged, with a role in it)
+    GET  /v1.0/groups/delta?$filter=id eq '..' or ...&$select=displayName,members
+         a first round lists every member (one group's members split over pages by
+         `delta_page_size`, each page a nextLink), then a deltaLink whose token returns only
+         what changed since: members joined, members `@removed`, deleted groups `@removed`
 
 Knobs are plain methods on `StandinState` (the server runs in a thread of the test process):
 users, groups and memberships, queued faults, revoked tokens, and every call recorded.
@@ -67,12 +71,23 @@ class StandinState:
     page_size: int = 100
     validate_urls: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Direct members of each group, and every membership change since the start, in order.
+    members: dict[str, list[str]] = field(default_factory=dict)
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, group, member)
+    deleted: set[str] = field(default_factory=set)
+    delta_page_size: int = 100  # members a delta page carries
+    pending_pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    delta_tokens: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget everything."""
         with self.lock:
-            for box in (self.users, self.groups, self.member_of, self.subscriptions):
+            boxes = (self.users, self.groups, self.member_of, self.subscriptions, self.members)
+            for box in (*boxes, self.pending_pages, self.delta_tokens):
                 box.clear()
+            self.changes.clear()
+            self.deleted.clear()
+            self.delta_page_size = 100
             self.calls.clear()
             self.faults.clear()
             self.tokens.clear()
@@ -88,6 +103,41 @@ class StandinState:
         """A user and the groups Graph reports them in (transitively)."""
         self.users[user_id] = {"id": user_id, "userPrincipalName": upn, "mail": mail}
         self.member_of[user_id] = list(groups)
+
+    def add_member(self, group_id: str, user_id: str) -> None:
+        """`user_id` joins `group_id` (directly; transitiveMemberOf lists it too)."""
+        with self.lock:
+            self.members.setdefault(group_id, [])
+            if user_id not in self.members[group_id]:
+                self.members[group_id].append(user_id)
+            groups = self.member_of.setdefault(user_id, [])
+            if group_id not in groups:
+                groups.append(group_id)
+            self.changes.append(("added", group_id, user_id))
+
+    def remove_member(self, group_id: str, user_id: str) -> None:
+        """`user_id` leaves `group_id`."""
+        with self.lock:
+            if user_id in self.members.get(group_id, []):
+                self.members[group_id].remove(user_id)
+            if group_id in self.member_of.get(user_id, []):
+                self.member_of[user_id].remove(group_id)
+            self.changes.append(("removed", group_id, user_id))
+
+    def delete_group(self, group_id: str) -> None:
+        """The group is deleted: gone from lookups, `@removed` in the next delta."""
+        with self.lock:
+            for user_id in self.members.pop(group_id, []):
+                if group_id in self.member_of.get(user_id, []):
+                    self.member_of[user_id].remove(group_id)
+            self.groups.pop(group_id, None)
+            self.deleted.add(group_id)
+            self.changes.append(("deleted", group_id, ""))
+
+    def expire_delta_tokens(self) -> None:
+        """Every deltaLink answers 410 from now on (Graph's tokens do expire)."""
+        with self.lock:
+            self.delta_tokens.clear()
 
     def fault(self, status: int, **more: Any) -> None:
         """Queue misbehaviour for matching calls."""
@@ -199,6 +249,10 @@ def create_standin(state: StandinState) -> FastAPI:
             return _error(404, "ResourceNotFound", f"subscription {sub_id} not found")
         return Response(status_code=204)
 
+    @app.get("/v1.0/groups/delta")
+    async def groups_delta(request: Request) -> Response:
+        return _delta(state, request)
+
     @app.get("/v1.0/groups/{group_id}")
     async def get_group(group_id: str) -> Response:
         group = state.groups.get(group_id)
@@ -227,6 +281,124 @@ def create_standin(state: StandinState) -> FastAPI:
         return _page(request, items, state.page_size)
 
     return app
+
+
+_ID_EQ = re.compile(r"^id eq '([^']+)'$")
+MAX_FILTER_IDS = 50
+
+
+def _delta(state: StandinState, request: Request) -> Response:
+    """Graph's groups delta: first round, nextLink pages, deltaLink rounds, 410 when expired."""
+    query = request.query_params
+    base = str(request.url.replace(query=""))
+    with state.lock:
+        if "$skiptoken" in query:
+            pages = state.pending_pages.pop(query["$skiptoken"], None)
+            if pages is None:
+                return _error(400, "BadRequest", "unknown skiptoken")
+        else:
+            found = _delta_round(state, query, base)
+            if isinstance(found, Response):
+                return found
+            pages = found
+        body = pages[0]
+        if len(pages) > 1:
+            token = secrets.token_urlsafe(8)
+            state.pending_pages[token] = pages[1:]
+            body = {**body, "@odata.nextLink": f"{base}?$skiptoken={token}"}
+        return JSONResponse(body)
+
+
+def _delta_round(state: StandinState, query: Any, base: str) -> list[dict[str, Any]] | Response:
+    if "$deltatoken" in query:
+        known = state.delta_tokens.get(query["$deltatoken"])
+        if known is None:
+            return _error(410, "SyncStateNotFound", "the delta token expired: start again")
+        ids, since = known
+        objects = _changes_since(state, ids, since)
+    else:
+        if "members" not in query.get("$select", ""):
+            return _error(400, "BadRequest", "select members to track them")
+        parts = [_ID_EQ.match(p.strip()) for p in query.get("$filter", "").split(" or ")]
+        if not parts or not all(parts):
+            return _error(400, "BadRequest", "only `id eq '...'` filters are supported")
+        if len(parts) > MAX_FILTER_IDS:
+            return _error(400, "BadRequest", f"at most {MAX_FILTER_IDS} ids in a filter")
+        ids = tuple(m.group(1) for m in parts if m)
+        objects = [
+            _group_object(
+                state, g, [{"@odata.type": USER, "id": u} for u in state.members.get(g, [])]
+            )
+            for g in ids
+            if g in state.members or g in state.groups
+            if g not in state.deleted
+        ]
+    token = secrets.token_urlsafe(8)
+    state.delta_tokens[token] = (ids, len(state.changes))
+    pages = _split(objects, state.delta_page_size)
+    pages[-1]["@odata.deltaLink"] = f"{base}?$deltatoken={token}"
+    return pages
+
+
+USER = "#microsoft.graph.user"
+
+
+def _changes_since(state: StandinState, ids: tuple[str, ...], since: int) -> list[dict[str, Any]]:
+    net: dict[str, dict[str, str]] = {}
+    gone: list[str] = []
+    for kind, group, member in state.changes[since:]:
+        if group not in ids:
+            continue
+        if kind == "deleted":
+            gone.append(group)
+        else:
+            net.setdefault(group, {})[member] = kind
+    objects = [
+        _group_object(
+            state,
+            g,
+            [
+                {
+                    "@odata.type": USER,
+                    "id": m,
+                    **({"@removed": {"reason": "deleted"}} if k == "removed" else {}),
+                }
+                for m, k in members.items()
+            ],
+        )
+        for g, members in net.items()
+        if g not in gone
+    ]
+    return objects + [{"id": g, "@removed": {"reason": "changed"}} for g in gone]
+
+
+def _group_object(
+    state: StandinState, group_id: str, members: list[dict[str, Any]]
+) -> dict[str, Any]:
+    name = state.groups.get(group_id, {}).get("displayName")
+    return {"id": group_id, "displayName": name, "members@delta": members}
+
+
+def _split(objects: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Pages of at most `size` members; one group's members may span several pages."""
+    pages: list[dict[str, Any]] = [{"value": []}]
+    room = size
+    for obj in objects:
+        members = obj.get("members@delta")
+        if members is None:
+            pages[-1]["value"].append(obj)
+            continue
+        rest = list(members)
+        while True:
+            if room == 0:
+                pages.append({"value": []})
+                room = size
+            part, rest = rest[:room], rest[room:]
+            pages[-1]["value"].append({**obj, "members@delta": part})
+            room -= len(part)
+            if not rest:
+                break
+    return pages
 
 
 def _page(request: Request, items: list[dict[str, Any]], size: int) -> Response:
@@ -322,8 +494,10 @@ class StandinServer:
         return f"{self.url}/v1.0"
 
     def settings(self) -> dict[str, str]:
-        """The GRAPH_* settings (lower-case field names) pointing at this stand-in."""
+        """The GRAPH_* settings (lower-case field names) pointing at this stand-in; the delta
+        query is off (tests of it turn it on), so other tests see only the calls they make."""
         return {
+            "graph_delta_seconds": "0",
             "graph_api_url": self.api_url,
             "graph_login_url": self.url,
             "graph_tenant_id": TENANT,

@@ -14,7 +14,7 @@ A 401 from Graph fetches a fresh token once before it counts as permanent.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,16 @@ GROUP_TYPE = "#microsoft.graph.group"
 # Graph pages directory lists at 100 by default; 999 is its ceiling and saves round trips.
 PAGE_SIZE = 999
 MAX_PAGES = 100
+DELTA_SELECT = "displayName,members"
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of a groups delta query: group objects, and where to go next."""
+
+    groups: list[dict[str, Any]]
+    next_url: str | None
+    delta_url: str | None
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,29 @@ class GraphClient:
             if item.get("@odata.type") == GROUP_TYPE and item.get("id")
         ]
         return tuple(dict.fromkeys(groups))
+
+    async def group_delta(self, link: str | None, group_ids: Sequence[str]) -> DeltaPage:
+        """One page of GET /groups/delta over these groups: from the start, or from `link`
+        (a nextLink or deltaLink Graph gave, followed on Graph's own host only)."""
+        if link is None:
+            ids = " or ".join(f"id eq '{gid.replace(chr(39), chr(39) * 2)}'" for gid in group_ids)
+            url, params = self._url("groups", "delta"), {"$filter": ids, "$select": DELTA_SELECT}
+            body = await self._call("GET", url, params=params)
+        else:
+            # The bearer token must never travel to another host, whatever a reply says.
+            if not same_origin(self._base, link):
+                raise PermanentError(f"Graph sent a delta link outside {self._base}")
+            body = await self._call("GET", link)
+        next_url, delta_url = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        for found in (next_url, delta_url):
+            if found is not None and not same_origin(self._base, str(found)):
+                raise PermanentError(f"Graph sent a delta link outside {self._base}")
+        if next_url is None and delta_url is None:
+            raise PermanentError("Graph sent a delta page with neither nextLink nor deltaLink")
+        groups = [g for g in body.get("value") or [] if isinstance(g, dict) and g.get("id")]
+        return DeltaPage(
+            groups, str(next_url) if next_url else None, str(delta_url) if delta_url else None
+        )
 
     def _url(self, *parts: str) -> str:
         # Every id is exactly one path segment: "/users/.." must never become "/users".

@@ -16,15 +16,14 @@ from sqlalchemy import Connection
 
 from app.changes import GroupRef, IgnoredEvent, UserRef
 from app.graph.notifications import Notification, entry_key
+from app.graph.origins import GROUP_DELETED
 from app.http import unsafe_segment_reason
 from app.store import graph as graph_store
+from app.store import memberships as membership_store
 from app.store.graph import NewInboxEntry
 
 log = structlog.get_logger(__name__)
 
-# Graph retries an unacknowledged notification for up to 4 hours; the same entry seen within
-# this window is a retry, after it a new change that happens to look the same.
-RETRY_WINDOW = timedelta(hours=6)
 REAUTHORIZATION = "reauthorizationRequired"
 
 
@@ -125,12 +124,7 @@ def _membership(
 ) -> list[IgnoredEvent]:
     group_id = note.group_id
     if note.group_removed:
-        reason = (
-            f"group {group_id} was deleted; Graph lists none of its members, so nothing is "
-            "detached: review who it granted access to"
-        )
-        log.warning("graph_group_deleted", subscription_id=note.subscription_id, group_id=group_id)
-        return [_ignored(note, note.key, at, reason, kind="graph.group_deleted")]
+        return [_group_deleted(conn, note, at, now, received)]
     if not note.members:
         return []  # a property change (a rename, say): nothing about memberships
     assert group_id is not None
@@ -154,13 +148,33 @@ def _membership(
             conn,
             NewInboxEntry(key, note.subscription_id, group_id, entry.member_id, entry.removed, at),
             now,
-            RETRY_WINDOW,
         )
         if stored is None:
             received.retries += 1
         else:
             received.queued += 1
     return recorded
+
+
+def _group_deleted(
+    conn: Connection, note: Notification, at: datetime, now: datetime, received: Received
+) -> IgnoredEvent:
+    """Graph names no member of a deleted group: each one the bridge knew in it leaves it."""
+    group_id = note.group_id
+    log.warning("graph_group_deleted", subscription_id=note.subscription_id, group_id=group_id)
+    if group_id is None or unsafe_segment_reason(group_id) is not None:
+        reason = "a group was deleted, but the notification names no usable group id"
+        return _ignored(note, note.key, at, reason, kind="graph.group_deleted")
+    known = membership_store.members_of_group(conn, "entra", group_id)
+    for m in known:
+        key = f"{note.key}:{m.user_id}:removed"
+        entry = NewInboxEntry(key, GROUP_DELETED, group_id, m.user_id, True, at)
+        if graph_store.add_inbox_entry(conn, entry, now) is None:
+            received.retries += 1
+        else:
+            received.queued += 1
+    reason = f"group {group_id} was deleted: its {len(known)} known members leave it"
+    return _ignored(note, note.key, at, reason, kind="graph.group_deleted")
 
 
 def _ignored(

@@ -26,10 +26,12 @@ from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, Us
 from app.errors import BridgeError, PermanentError, RetryableError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
+from app.graph.origins import origin_note
 from app.http import NotFoundError
 from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import graph as graph_store
+from app.store import memberships as membership_store
 from app.store.graph import InboxRow
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,7 @@ class Unknown:
                 user=user,
                 group=self.group,
                 member_of=() if row.removed else None,  # a deleted user is in no group
+                note=origin_note(row.subscription_id, row.group_id, row.removed),
             )
         fields = ", ".join(f"{{{f}}}" for f in sorted(self.fields))
         action = "detach them by hand" if row.removed else "the join is not recorded"
@@ -230,6 +233,7 @@ class Resolver:
             user=user,
             group=group,
             member_of=member_of,
+            note=origin_note(row.subscription_id, row.group_id, row.removed),
         )
 
     async def _group(self, row: InboxRow) -> GroupRef:
@@ -238,8 +242,14 @@ class Resolver:
             return await self.directory.group(row.group_id)
         except NotFoundError:
             # A deleted group still took access away: rules by id can match it yet.
+            # Its name is what a rule by name matched: the one the bridge last saw it under.
             log.info("graph_group_not_found", event_id=row.dedupe_key, group_id=row.group_id)
-            return GroupRef(id=row.group_id)
+            name = await anyio.to_thread.run_sync(self._known_name, row.group_id)
+            return GroupRef(id=row.group_id, name=name)
+
+    def _known_name(self, group_id: str) -> str | None:
+        with self.bridge.db.read() as conn:
+            return membership_store.known_group_name(conn, "entra", group_id)
 
     async def _user(self, row: InboxRow, group: GroupRef, needs: Needs) -> UserRef | Unknown:
         assert self.directory is not None

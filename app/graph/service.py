@@ -17,6 +17,8 @@ import structlog
 
 from app.graph.client import GraphClient
 from app.graph.config import credentials
+from app.graph.delta import DeltaPoller
+from app.graph.delta_status import DeltaState, delta_checks, read_delta_state
 from app.graph.directory import Directory
 from app.graph.inbox import Received
 from app.graph.notifications import Notification
@@ -45,6 +47,7 @@ class GraphService:
         self.directory: Directory | None = None
         self.resolver: Resolver | None = None
         self.subscriptions: SubscriptionManager | None = None
+        self.delta: DeltaPoller | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # SQLite has one writer at a time, and a writer that finds it busy sleeps in steps of
         # up to 100 ms: a burst then has a tail of seconds. Graph's writers queue here instead,
@@ -69,6 +72,15 @@ class GraphService:
             self.directory = Directory(client, self.settings.graph_cache_seconds)
             self.subscriptions = SubscriptionManager(self.bridge.db, client, self.settings)
             self._spawn(self.subscriptions.run(), "cor-bridge-graph-subscriptions")
+            if self.settings.graph_delta_seconds > 0:
+                self.delta = DeltaPoller(
+                    self.bridge,
+                    client,
+                    interval=self.settings.graph_delta_seconds,
+                    on_queued=self._wake_resolver,
+                    write_turn=self.write_turn,
+                )
+                self._spawn(self.delta.run(), "cor-bridge-graph-delta")
         self.resolver = Resolver(
             self.bridge,
             self.directory,
@@ -76,6 +88,10 @@ class GraphService:
             write_turn=self.write_turn,
         )
         self._spawn(self.resolver.run(), "cor-bridge-graph-resolver")
+
+    def _wake_resolver(self) -> None:
+        if self.resolver is not None:
+            self.resolver.wake()
 
     async def stop(self) -> None:
         """Cancel the background tasks and close the client."""
@@ -104,20 +120,25 @@ class GraphService:
         checks: dict[str, Any] = {"on": self.on, "credentials": self.credentials}
         if not self.on:
             return {**checks, "subscriptions": [], "inbox_pending": 0}
-        subscriptions, stats = await anyio.to_thread.run_sync(self._read)
+        subscriptions, stats, delta = await anyio.to_thread.run_sync(self._read)
         now = datetime.now(UTC)
         oldest = stats["oldest_pending"]
         return {
             **checks,
+            "delta": delta_checks(delta, self.settings.graph_delta_seconds, self.delta, now),
             "subscriptions": [_describe(s, now) for s in subscriptions],
             "inbox_pending": stats["pending"],
             "inbox_oldest_pending": oldest.isoformat() if oldest else None,
             "inbox_last_error": stats["last_error"],
         }
 
-    def _read(self) -> tuple[list[StoredSubscription], dict[str, Any]]:
+    def _read(self) -> tuple[list[StoredSubscription], dict[str, Any], DeltaState]:
         with self.bridge.db.read() as conn:
-            return graph_store.list_subscriptions(conn), graph_store.inbox_stats(conn)
+            return (
+                graph_store.list_subscriptions(conn),
+                graph_store.inbox_stats(conn),
+                read_delta_state(conn),
+            )
 
     def _spawn(self, work: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))

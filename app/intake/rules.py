@@ -2,11 +2,12 @@
 
 The rules, in the order they apply to each change (oldest `occurred_at` first):
 dedupe by (provider, source event id); ignore a change older than what is already
-known for that (user, group); look the group up in the mapping (unmapped: recorded,
-not sent); an `added` cancels pending detaches of the workspaces it grants; a
-`removed` keeps every workspace another current group of the user still grants and
-queues one job per (COR user, workspace) for the rest. They read and write the call's
-Ledger, which reads and writes the database in bulk.
+known for that (user, group), and a removal of someone already known to be out of the
+group with nothing in between (whichever source said it first); look the group up in the
+mapping (unmapped: recorded, not sent); an `added` cancels pending detaches of the
+workspaces it grants; a `removed` keeps every workspace another current group of the user
+still grants and queues one job per (COR user, workspace) for the rest. They read and
+write the call's Ledger, which reads and writes the database in bulk.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app.store.events import NewEvent
 from app.store.memberships import Membership
 
 Outcome = tuple[str, list[Any]]  # (decision, detail lines)
+ALREADY_OUT = "already_out"
 # Who a `member_of` list came from, for the history: the IdP's own answer.
 ASKED = {"okta": "asked Okta", "entra": "asked Graph"}
 
@@ -225,9 +227,17 @@ def _revoke(t: Turn) -> Outcome:
     known = t.known(change)
     if known is not None and _is_newer(known, change):
         return "superseded", [_superseded_text(known)]
+    if known is not None and not known.member:
+        # Heard before (a notification, then delta; or SCIM): nothing joined them since.
+        detail: list[Any] = [_already_out_text(change, known)]
+        if change.member_of is not None:
+            # The IdP's answer is news all the same (see below).
+            for workspace, by in _still_granted(t).items():
+                detail += _call_off(t, workspace, change.occurred_at, f"still granted by {by}")
+        return ALREADY_OUT, detail
     t.remember(change, member=False)
     still = _still_granted(t)
-    detail: list[Any] = []
+    detail = []
     if change.member_of is not None:
         # The IdP's answer is news too: a detach queued earlier of a workspace a current
         # group grants (a join the bridge never heard of) is called off.
@@ -355,3 +365,10 @@ def _ref_text(provider: str, group: GroupRef) -> str:
 def _superseded_text(newer: Membership) -> str:
     state = "member" if newer.member else "not a member"
     return f"older than what is known: {state} since {newer.changed_at.isoformat()}"
+
+
+def _already_out_text(change: MembershipChange, known: Membership) -> str:
+    when = known.changed_at.isoformat()
+    return (
+        f"already out of {_group_text(change)} since {when}, with no join since: nothing more to do"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, literal, or_, select, update
+from sqlalchemy import Connection, delete, literal, or_, select, update
 
 from app.store.db import insert_ignoring_conflicts
 from app.store.schema import directory_state
@@ -124,3 +124,15 @@ def release(conn: Connection, name: str, holder: str) -> None:
         .where(directory_state.c.name == name, directory_state.c.holder == holder)
         .values(holder=None, lease_until=None)
     )
+
+
+def names_like(conn: Connection, prefix: str) -> list[str]:
+    """The pollers whose name starts with `prefix` (one per batch of a batched poller)."""
+    which = directory_state.c.name.startswith(prefix, autoescape=True)
+    query = select(directory_state.c.name).where(which)
+    return sorted(str(r[0]) for r in conn.execute(query))
+
+
+def forget(conn: Connection, name: str) -> None:
+    """Drop a poller's state (a batch whose groups are no longer mapped)."""
+    conn.execute(delete(directory_state).where(directory_state.c.name == name))

@@ -153,22 +153,30 @@ def request_reauthorization(conn: Connection, subscription_id: str, now: datetim
     return done.rowcount == 1
 
 
-def add_inbox_entry(
-    conn: Connection, entry: NewInboxEntry, now: datetime, retry_window: timedelta
-) -> str | None:
-    """Store an entry; None when it is a retry (the same entry seen within `retry_window`).
+def add_inbox_entry(conn: Connection, entry: NewInboxEntry, now: datetime) -> str | None:
+    """Store an entry; None when it is a retry: the same entry is the latest one stored for
+    its (group, member), with nothing in between.
 
-    The same entry seen again after the window is a new change (a member removed, re-added
-    and removed again produces identical notifications), so it gets a key of its own.
+    The same entry after another one for that pair is a new change (a member removed,
+    re-added and removed again produces identical notifications), so it gets a key of its
+    own; whether it changes anything is intake's call, on the memberships it knows.
     """
-    latest, seen = conn.execute(
-        select(func.max(graph_inbox.c.received_at), func.count()).where(
-            graph_inbox.c.base_key == entry.base_key
-        )
-    ).one()
-    if latest is not None and latest > now - retry_window:
-        return None
-    key = entry.base_key if not seen else f"{entry.base_key}~{int(now.timestamp() * 1e6)}"
+    seen = conn.execute(
+        select(func.max(graph_inbox.c.id)).where(graph_inbox.c.base_key == entry.base_key)
+    ).scalar()
+    if seen is not None:
+        since = conn.execute(
+            select(graph_inbox.c.id)
+            .where(
+                graph_inbox.c.id > seen,
+                graph_inbox.c.group_id == entry.group_id,
+                graph_inbox.c.member_id == entry.member_id,
+            )
+            .limit(1)
+        ).first()
+        if since is None:
+            return None
+    key = entry.base_key if seen is None else f"{entry.base_key}~{int(now.timestamp() * 1e6)}"
     row = conn.execute(
         insert_ignoring_conflicts(conn, graph_inbox)
         .values(

@@ -78,3 +78,18 @@ def _current(conn: Connection, provider: str, which: Any, order: Any) -> list[Me
         .order_by(order)
     )
     return [_from_row(r) for r in conn.execute(query)]
+
+
+def known_group_name(conn: Connection, provider: str, group_id: str) -> str | None:
+    """The latest name the bridge saw this group under (a deleted group has none left)."""
+    row = conn.execute(
+        select(memberships.c.group_name)
+        .where(
+            memberships.c.provider == provider,
+            memberships.c.group_id == group_id,
+            memberships.c.group_name.is_not(None),
+        )
+        .order_by(memberships.c.changed_at.desc())
+        .limit(1)
+    ).first()
+    return str(row[0]) if row is not None else None

@@ -22,6 +22,7 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from app import operations
 from app.errors import InputError
+from app.graph.service import graph_checks
 from app.operations import INT32_MAX, JobFilter, JobId, ReplayRequest, RowOffset
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import refuse_auth, secret_matches
@@ -125,6 +126,7 @@ async def dashboard(
         worker=_worker_status(bridge),
         mapping_error=bridge.tables.error,
         okta=await _okta_status(request),
+        graph_delta=await _graph_delta_status(request),
         **data,
     )
 
@@ -132,6 +134,14 @@ async def dashboard(
 async def _okta_status(request: Request) -> dict[str, Any] | None:
     directory = getattr(request.app.state, "okta", None)
     return await directory.checks() if directory is not None else None
+
+
+async def _graph_delta_status(request: Request) -> dict[str, Any] | None:
+    service = getattr(request.app.state, "graph", None)
+    if service is None or not service.on:
+        return None
+    delta: dict[str, Any] | None = (await graph_checks(service)).get("delta")
+    return delta
 
 
 def _login_form(

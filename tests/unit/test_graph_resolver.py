@@ -12,7 +12,6 @@ import pytest
 from app.errors import PermanentError, RetryableError
 from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
-from app.graph.inbox import RETRY_WINDOW
 from app.graph.resolver import Resolver, retry_delay
 from app.mapping import parse_mapping
 from app.runtime import Bridge
@@ -82,7 +81,7 @@ def add(db: Database, group: str, member: str = ADELE, *, removed: bool = True, 
     key = f"graph:test{n}:{member}:{'removed' if removed else 'added'}"
     entry = NewInboxEntry(key, "sub-1", group, member, removed, NOW - timedelta(minutes=10 - n))
     with db.begin() as conn:
-        assert graph_store.add_inbox_entry(conn, entry, NOW - timedelta(minutes=1), RETRY_WINDOW)
+        assert graph_store.add_inbox_entry(conn, entry, NOW - timedelta(minutes=1))
     return key
 
 
