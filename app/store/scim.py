@@ -14,6 +14,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exc,
+    func,
     insert,
     select,
     update,
@@ -100,14 +101,28 @@ def get_resources(
 
 
 def list_resources(
-    conn: Connection, kind: str, *, column: str | None = None, value: str | None = None
+    conn: Connection,
+    kind: str,
+    *,
+    column: str | None = None,
+    values: tuple[str, ...] | None = None,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[Row]:
-    """Users or groups, oldest first; optionally only where the indexed `column` is `value`."""
+    """Users or groups, oldest first; only where the indexed `column` is one of `values`
+    when given; the page from `offset` of at most `limit` rows when given."""
     table = _table(kind)
     query = select(table).order_by(table.c.created, table.c.id)
-    if column is not None:
-        query = query.where(table.c[column] == value)
+    if column is not None and values is not None:
+        query = query.where(table.c[column].in_(list(values)))
+    if limit is not None:
+        query = query.offset(offset).limit(limit)
     return [_row(kind, r) for r in conn.execute(query)]
+
+
+def count_resources(conn: Connection, kind: str) -> int:
+    """How many users or groups there are."""
+    return int(conn.execute(select(func.count()).select_from(_table(kind))).scalar_one())
 
 
 def insert_resource(

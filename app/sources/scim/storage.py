@@ -26,26 +26,18 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
-from scim2_models.path.expressions import CompareOperator, Comparison
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import Connection
 
 from app.changes import MAX_ID_BYTES, ChangeKind, GroupRef, MembershipChange, Provider, UserRef
 from app.sources.scim.members import MemberEdit, named_ids, replay
+from app.sources.scim.narrow import check_filter, narrowing
 from app.store import scim as scim_store
 from app.store.scim import GROUPS, USERS, ConflictError, Row
 
 log = structlog.get_logger(__name__)
 
 # Filters on these attributes are answered from an indexed column first.
-_INDEXED = {
-    (USERS, "username"): "user_name_key",
-    (USERS, "externalid"): "external_id",
-    (USERS, "id"): "id",
-    (GROUPS, "displayname"): "display_name_key",
-    (GROUPS, "externalid"): "external_id",
-    (GROUPS, "id"): "id",
-}
 
 
 class SqlStorage(ScimStorage):
@@ -91,23 +83,26 @@ class SqlStorage(ScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        """Filter, sort and page; simple `eq` filters are narrowed in SQL first."""
+        """Filter, sort and page, narrowed in SQL first (app/sources/scim/narrow.py)."""
+        check_filter(search_request)
+        start = (search_request.start_index or 1) - 1
+        stop = None if search_request.count is None else start + search_request.count
+        if search_request.filter is None and not search_request.sort_by:
+            return self._page(resource_types, start, search_request.count)
         found: list[Resource[Any]] = []
         for resource_type in resource_types:
-            narrowed = _indexed_eq(_kind(resource_type), search_request)
+            narrowed = narrowing(_kind(resource_type), search_request)
             rows = scim_store.list_resources(
                 self.conn,
                 _kind(resource_type),
-                column=narrowed[0] if narrowed else None,
-                value=narrowed[1] if narrowed else None,
+                column=narrowed.column if narrowed else None,
+                values=narrowed.values if narrowed else None,
             )
             found += self._resources(resource_type, rows)
         if search_request.filter is not None:
             found = [r for r in found if search_request.filter.match(r)]
         if search_request.sort_by:
             found = search_request.sort(found)
-        start = (search_request.start_index or 1) - 1
-        stop = None if search_request.count is None else start + search_request.count
         return SearchPage(total=len(found), resources=found[start:stop])
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
@@ -201,6 +196,24 @@ class SqlStorage(ScimStorage):
             self._record_members(group_id, removed, set(added))
             row = self._stored(GROUPS, group_id)
         return self._resource(resource_type, row, with_members=with_members)
+
+    def _page(
+        self, resource_types: list[ResourceType], start: int, count: int | None
+    ) -> SearchPage:
+        """An unfiltered list: the page alone is read and built, the total counted in SQL."""
+        found: list[Resource[Any]] = []
+        total = 0
+        for resource_type in resource_types:
+            kind = _kind(resource_type)
+            here = scim_store.count_resources(self.conn, kind)
+            wanted = None if count is None else max(count - len(found), 0)
+            if wanted != 0 and start - total < here:
+                rows = scim_store.list_resources(
+                    self.conn, kind, offset=max(start - total, 0), limit=wanted
+                )
+                found += self._resources(resource_type, rows)
+            total += here
+        return SearchPage(total=total, resources=found)
 
     def _set_members(self, group_id: str, wanted: dict[str, str | None]) -> None:
         removed, added = scim_store.set_group_members(
@@ -375,19 +388,3 @@ def _version(etag: str | None) -> int | None:
 def _excludes_members(parameters: ResponseParameters[Any] | None) -> bool:
     excluded = parameters.excluded_attributes if parameters else None
     return bool(excluded and any(str(p).lower() == "members" for p in excluded))
-
-
-def _indexed_eq(kind: str, search: SearchRequest[Any]) -> tuple[str, str] | None:
-    """(column, value) when the filter is one `eq` on an indexed attribute."""
-    if search.filter is None:
-        return None
-    node = search.filter.ast
-    if not isinstance(node, Comparison) or node.op is not CompareOperator.eq:
-        return None
-    if node.attr_path.sub_attr or not isinstance(node.value, str):
-        return None
-    column = _INDEXED.get((kind, node.attr_path.attr.lower()))
-    if column is None:
-        return None
-    value = node.value.lower() if column.endswith("_key") else node.value
-    return column, value
