@@ -18,18 +18,18 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest, report, scenarios, world
+from benchmarks import ingest, report, scenarios, scim_cycle, world
 
 FULL = {
     "sizes": [1, 50], "conns": [1, 4, 16, 64], "seconds": 8.0,
     "paced": [(50, 500.0), (50, 1000.0), (10, 1000.0)],
     "drain": 10_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 5_000,
-    "memory": 100_000, "memory_seconds": 30.0,
+    "memory": 100_000, "memory_seconds": 30.0, "cycle_users": 10_000, "cycle_groups": 200,
 }  # fmt: skip
 QUICK = {
     "sizes": [1, 50], "conns": [1, 16], "seconds": 2.0, "paced": [(50, 1000.0)],
     "drain": 1_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 1_000,
-    "memory": 10_000, "memory_seconds": 5.0,
+    "memory": 10_000, "memory_seconds": 5.0, "cycle_users": 1_000, "cycle_groups": 20,
 }  # fmt: skip
 
 
@@ -53,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
-    parser.add_argument("--only", default="ingest,drain,coalesce,coalesce_delay,scim,memory")
+    parser.add_argument(
+        "--only", default="ingest,drain,coalesce,coalesce_delay,scim,scim_cycle,memory"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--size", action="append", default=[], help="override, e.g. scim=2000")
     args = parser.parse_args()
@@ -103,6 +105,7 @@ def run_kind(
     step("coalesce", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 0.0)
     step("coalesce_delay", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 2.0)
     step("scim", scenarios.scim, size["scim"], 100)
+    step("scim_cycle", scim_cycle.scim_cycle, size["cycle_users"], size["cycle_groups"])
     step("memory", scenarios.memory, size["memory"], size["memory_seconds"])
     return out
 

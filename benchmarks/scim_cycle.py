@@ -1,0 +1,100 @@
+"""An Entra-style initial provisioning cycle at tenant scale, one request after another.
+
+For each user: `GET /Users?filter=userName eq "..."` (nothing yet), then `POST /Users`; for
+each group: `GET /Groups?filter=displayName eq "..."`, `POST /Groups`, then member PATCHes of
+100. What counts is that a request costs the same with 10,000 users stored as with 100: the
+median of the last tenth of the user requests over the median of the first tenth.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks import ingest, procs, world
+from benchmarks.procs import SCIM_TOKEN, running
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PER_GROUP = 100
+
+
+def scim_cycle(
+    dbs: world.Databases, kind: str, workdir: Path, users: int, groups: int
+) -> dict[str, Any]:
+    """Run the cycle against a fresh database; per-request timings and the flatness ratio."""
+    with dbs.fresh(kind) as url, running(procs.standin(workdir, 0), "/sandbox/cor/calls") as cor:
+        bridge = procs.bridge(workdir, url, cor.url + "/sandbox/cor")
+        with running(bridge, "/healthz"):
+            headers = {
+                "Authorization": f"Bearer {SCIM_TOKEN}",
+                "Content-Type": "application/scim+json",
+            }
+            with httpx.Client(base_url=bridge.url, headers=headers, timeout=60) as http:
+                started = time.perf_counter()
+                user_times, ids = _users(http, users)
+                group_times = _groups(http, groups, ids)
+                seconds = time.perf_counter() - started
+    every = sorted(user_times + group_times)
+    tenth = max(len(user_times) // 10, 1)
+    first = statistics.median(user_times[:tenth])
+    last = statistics.median(user_times[-tenth:])
+    return {
+        "users": users, "groups": groups, "requests": len(every), "seconds": seconds,
+        "rate": len(every) / seconds, "p50_ms": statistics.median(every) * 1000,
+        "p99_ms": ingest._pct(every, 99) * 1000, "first_ms": first * 1000,
+        "last_ms": last * 1000, "flat": last / first,
+    }  # fmt: skip
+
+
+def _users(http: httpx.Client, users: int) -> tuple[list[float], list[str]]:
+    took: list[float] = []
+    ids: list[str] = []
+    for n in range(users):
+        name = f"cycle{n:06}@acme.example"
+        took.append(_timed(http, "GET", "/scim/v2/Users", 200, params={
+            "filter": f'userName eq "{name}"'}))  # fmt: skip
+        body = {"schemas": [USER], "userName": name, "externalId": f"cycle{n}", "active": True}
+        began = time.perf_counter()
+        reply = http.post("/scim/v2/Users", json=body)
+        took.append(time.perf_counter() - began)
+        _expect(reply, 201)
+        ids.append(reply.json()["id"])
+    return took, ids
+
+
+def _groups(http: httpx.Client, groups: int, ids: list[str]) -> list[float]:
+    took: list[float] = []
+    for g in range(groups):
+        name = f"cycle-group-{g:04}"
+        took.append(_timed(http, "GET", "/scim/v2/Groups", 200, params={
+            "filter": f'displayName eq "{name}"'}))  # fmt: skip
+        began = time.perf_counter()
+        reply = http.post("/scim/v2/Groups", json={"schemas": [GROUP], "displayName": name})
+        took.append(time.perf_counter() - began)
+        _expect(reply, 201)
+        group_id = reply.json()["id"]
+        members = [ids[(g * PER_GROUP + i) % len(ids)] for i in range(PER_GROUP)]
+        add = {"op": "Add", "path": "members", "value": [{"value": m} for m in members]}
+        body = {"schemas": [PATCH], "Operations": [add]}
+        took.append(_timed(http, "PATCH", f"/scim/v2/Groups/{group_id}", 204, json=body))
+    return took
+
+
+def _timed(http: httpx.Client, method: str, path: str, status: int, **kwargs: Any) -> float:
+    began = time.perf_counter()
+    reply = http.request(method, path, **kwargs)
+    took = time.perf_counter() - began
+    if reply.status_code not in (status, 200):
+        _expect(reply, status)
+    return took
+
+
+def _expect(reply: httpx.Response, status: int) -> None:
+    if reply.status_code != status:
+        raise RuntimeError(f"SCIM answered {reply.status_code}: {reply.text[:300]}")
