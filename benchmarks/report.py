@@ -104,10 +104,11 @@ def render(results: dict[str, Any], kinds: list[str]) -> str:
         ("scim_cycle", "4b. SCIM: Entra's initial cycle (filter + POST per user; groups, "
          "100-member PATCHes), one request after another",
          ["db", "users", "groups", "requests", "req/s", "p50 ms", "p99 ms", "first ms",
-          "last ms"],
+          "last ms", "GET first/last", "POST first/last"],
          lambda d: [d["users"], d["groups"], d["requests"], f"{d['rate']:.0f}",
                     f"{d['p50_ms']:.1f}", f"{d['p99_ms']:.1f}", f"{d['first_ms']:.1f}",
-                    f"{d['last_ms']:.1f}"],
+                    f"{d['last_ms']:.1f}", "{:.1f}/{:.1f}".format(*d["lookup_ms"]),
+                    "{:.1f}/{:.1f}".format(*d["create_ms"])],
          lambda d: ["SCIM request time flat (last tenth <= 1.5x first)", f"{d['flat']:.2f}x",
                     d["flat"] <= 1.5]),
         ("memory", "5. Memory: bridge with pending rows, COR unreachable",

@@ -41,15 +41,21 @@ def scim_cycle(
                 group_times = _groups(http, groups, ids)
                 seconds = time.perf_counter() - started
     every = sorted(user_times + group_times)
-    tenth = max(len(user_times) // 10, 1)
-    first = statistics.median(user_times[:tenth])
-    last = statistics.median(user_times[-tenth:])
+    first, last = _ends(user_times)
+    lookups, creates = _ends(user_times[0::2]), _ends(user_times[1::2])
     return {
         "users": users, "groups": groups, "requests": len(every), "seconds": seconds,
         "rate": len(every) / seconds, "p50_ms": statistics.median(every) * 1000,
         "p99_ms": ingest._pct(every, 99) * 1000, "first_ms": first * 1000,
         "last_ms": last * 1000, "flat": last / first,
+        "lookup_ms": [t * 1000 for t in lookups], "create_ms": [t * 1000 for t in creates],
     }  # fmt: skip
+
+
+def _ends(took: list[float]) -> tuple[float, float]:
+    """The median of the first tenth and of the last tenth."""
+    tenth = max(len(took) // 10, 1)
+    return statistics.median(took[:tenth]), statistics.median(took[-tenth:])
 
 
 def _users(http: httpx.Client, users: int) -> tuple[list[float], list[str]]:
