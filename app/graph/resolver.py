@@ -119,6 +119,7 @@ class Resolver:
         batch: int = 20,
         concurrency: int = 8,
         lease: timedelta = timedelta(minutes=2),
+        max_age: timedelta = timedelta(days=3),
         clock: Callable[[], datetime] = utcnow,
         write_turn: Callable[[], AbstractAsyncContextManager[object]] = nullcontext,
     ) -> None:
@@ -130,6 +131,7 @@ class Resolver:
         self._batch = batch
         self._limit = asyncio.Semaphore(concurrency)
         self._lease = lease
+        self._max_age = max_age  # then a failing entry is a dead letter, not retried for ever
         self._clock = clock
         self.rounds = Rounds("graph_resolver")
 
@@ -163,8 +165,9 @@ class Resolver:
         async with self._turn():
             if resolved:
                 await self.bridge.transact(lambda conn: self._finish(conn, resolved))
-            if deferred:
-                await anyio.to_thread.run_sync(self._defer, deferred)
+            dead = await anyio.to_thread.run_sync(self._defer, deferred) if deferred else []
+            if dead:
+                await self.bridge.submit(dead)
         return len(rows)
 
     def _claim(self) -> list[InboxRow]:
@@ -186,10 +189,18 @@ class Resolver:
         items = [r.item for r in resolved if r.row.id in held]
         return None, [i.settle(conn) if isinstance(i, Unknown) else i for i in items]
 
-    def _defer(self, deferred: list[Deferred]) -> None:
+    def _defer(self, deferred: list[Deferred]) -> list[IgnoredEvent]:
+        """Try each again later; one failing past the age limit is a dead letter instead."""
         now = self._clock()
+        dead: list[IgnoredEvent] = []
         with self.bridge.db.begin() as conn:
             for d in deferred:
+                age = now - d.row.received_at
+                if age >= self._max_age:
+                    if graph_store.bury_inbox(conn, d.row.id, self.worker_id, now, str(d.error)):
+                        dead.append(_dead_letter(d, age))
+                        log.error("graph_lookup_dead_letter", event_id=d.row.dedupe_key)
+                    continue
                 delay = retry_delay(d.error, d.row.attempts + 1)
                 graph_store.defer_inbox(
                     conn, d.row.id, self.worker_id, now + timedelta(seconds=delay), str(d.error)
@@ -201,6 +212,7 @@ class Resolver:
                     error=str(d.error),
                     retry_in_seconds=round(delay, 1),
                 )
+        return dead
 
     async def _resolve_limited(self, row: InboxRow, needs: Needs) -> Resolved | Deferred:
         async with self._limit:
@@ -267,6 +279,24 @@ class Resolver:
         mapping = self.bridge.mapping
         # Only groups that grant something matter, and the rest would bloat the event log.
         return tuple(g for g in groups if mapping.workspaces_for("entra", g))
+
+
+def _dead_letter(d: Deferred, age: timedelta) -> IgnoredEvent:
+    row = d.row
+    hours = round(age.total_seconds() / 3600, 1)
+    return IgnoredEvent(
+        provider="entra",
+        event_id=row.dedupe_key,
+        occurred_at=row.occurred_at,
+        kind="graph.removed (unresolved)" if row.removed else "graph.added (unresolved)",
+        reason=(
+            f"dead letter: Graph could not be asked for {hours} h ({d.error}); nothing was "
+            "decided on a guess: check the member's groups in Entra and detach by hand "
+            "(POST /admin/changes)"
+        ),
+        user=UserRef(id=row.member_id),
+        group=GroupRef(id=row.group_id),
+    )
 
 
 def retry_delay(error: BridgeError, attempts: int, rand: random.Random | None = None) -> float:

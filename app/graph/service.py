@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -85,6 +85,7 @@ class GraphService:
             self.bridge,
             self.directory,
             poll_seconds=self.settings.bridge_poll_seconds,
+            max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
             write_turn=self.write_turn,
         )
         self._spawn(self.resolver.run(), "cor-bridge-graph-resolver")
@@ -130,6 +131,7 @@ class GraphService:
             "inbox_pending": stats["pending"],
             "inbox_oldest_pending": oldest.isoformat() if oldest else None,
             "inbox_last_error": stats["last_error"],
+            "inbox_dead_letters": stats["dead"],
         }
 
     def _read(self) -> tuple[list[StoredSubscription], dict[str, Any], DeltaState]:

@@ -13,7 +13,7 @@ from app.store import queue
 from app.store.db import insert_ignoring_conflicts
 from app.store.schema import graph_inbox, graph_subscriptions, memberships
 
-PENDING, DONE = queue.PENDING, "done"
+PENDING, DONE, DEAD = queue.PENDING, "done", "dead"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class InboxRow:
     removed: bool
     occurred_at: datetime
     attempts: int
+    received_at: datetime
 
 
 def _subscription(row: Any) -> StoredSubscription:
@@ -213,6 +214,7 @@ def claim_inbox(
             removed=bool(r.removed),
             occurred_at=r.occurred_at,
             attempts=r.attempts,
+            received_at=r.received_at,
         )
         for r in rows
     ]
@@ -232,8 +234,14 @@ def defer_inbox(
     queue.defer(conn, graph_inbox, row_id, worker_id, next_attempt_at, error)
 
 
+def bury_inbox(conn: Connection, row_id: int, worker_id: str, now: datetime, error: str) -> bool:
+    """Graph could not be asked in time: a dead letter that says why."""
+    values = {"state": DEAD, "done_at": now, "last_error": error[:1000]}
+    return bool(queue.settle(conn, graph_inbox, [row_id], worker_id, **values))
+
+
 def inbox_stats(conn: Connection) -> dict[str, Any]:
-    """Pending entries, the oldest one's arrival, and the latest lookup error."""
+    """Pending and dead entries, the oldest pending one's arrival, the latest lookup error."""
     pending, oldest = conn.execute(
         select(func.count(), func.min(graph_inbox.c.received_at)).where(
             graph_inbox.c.state == PENDING
@@ -245,7 +253,11 @@ def inbox_stats(conn: Connection) -> dict[str, Any]:
         .order_by(graph_inbox.c.next_attempt_at.desc())
         .limit(1)
     ).scalar()
-    return {"pending": int(pending), "oldest_pending": oldest, "last_error": error}
+    dead = conn.execute(
+        select(func.count()).select_from(graph_inbox).where(graph_inbox.c.state == DEAD)
+    ).scalar_one()
+    return {"pending": int(pending), "oldest_pending": oldest, "last_error": error,
+            "dead": int(dead)}  # fmt: skip
 
 
 def last_known_user(conn: Connection, provider: str, user_id: str) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from app.store import events as event_store
 from app.store import graph as graph_store
 from app.store import jobs as job_store
 from app.store.graph import NewInboxEntry
+from app.store.schema import graph_inbox
 from app.tables import MappingHolder
 from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
@@ -206,3 +207,27 @@ async def test_no_membership_lookup_for_a_group_that_grants_nothing(
     assert standin.state.calls_to("/transitiveMemberOf") == []
     [(_, decision, _)] = history(db, ADELE)
     assert decision == "unmapped"
+
+
+async def test_an_entry_graph_cannot_answer_past_the_age_limit_is_a_dead_letter(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    """A missing permission (403) is retried, never decided on a guess; once the entry is
+    older than BRIDGE_MAX_AGE_SECONDS it stops as a dead letter the operator sees."""
+    add(db, ONCALL)
+    standin.state.fault(403, times=100)
+    clock = [NOW]
+    late = Resolver(bridge, directory, max_age=timedelta(hours=1), clock=lambda: clock[0])
+    assert await late.run_once() == 1
+    assert pending(db) == 1 and open_jobs(db) == []  # deferred, nothing on a guess
+    clock[0] = NOW + timedelta(hours=2)
+    with db.begin() as conn:  # due again
+        conn.execute(graph_inbox.update().values(next_attempt_at=NOW))
+    assert await late.run_once() == 1
+    with db.begin() as conn:
+        stats = graph_store.inbox_stats(conn)
+    assert (stats["pending"], stats["dead"]) == (0, 1) and open_jobs(db) == []
+    [(kind, decision, detail)] = history(db, ADELE)
+    assert (kind, decision) == ("graph.removed (unresolved)", "ignored")
+    assert detail[0].startswith("dead letter: Graph could not be asked for 2.0 h")
+    assert "403" in detail[0]
