@@ -227,8 +227,12 @@ def _revoke(t: Turn) -> Outcome:
     known = t.known(change)
     if known is not None and _is_newer(known, change):
         return "superseded", [_superseded_text(known)]
-    if known is not None and not known.member:
-        # Heard before (a notification, then delta; or SCIM): nothing joined them since.
+    if known is not None and not known.member and change.provider == "entra":
+        # Heard before by another path (a notification, then delta; or SCIM), with nothing
+        # heard in between. Okta needs no such rule: its copies share the event uuid. The
+        # newer removal is remembered, so a join older than it that arrives late is
+        # superseded rather than taken as current.
+        t.remember(change, member=False)
         detail: list[Any] = [_already_out_text(change, known)]
         if change.member_of is not None:
             # The IdP's answer is news all the same (see below).

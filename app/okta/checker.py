@@ -129,6 +129,10 @@ class OktaChecker:
             except (RetryableError, PermanentError) as exc:
                 metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
                 return exc
+            except Exception as exc:  # a bug: held and retried like an outage, and logged
+                log.exception("okta_check_crashed", user_id=user_id)
+                metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
+                return RetryableError(f"unexpected error asking Okta ({type(exc).__name__})")
         metrics.DIRECTORY_CALLS.labels("okta", "ok").inc()
         mapping = self.bridge.mapping
         # Only groups that grant something matter; the rest would bloat the history.
@@ -181,9 +185,22 @@ class OktaChecker:
         return dead
 
 
-def _with_answer(change: MembershipChange, answer: Answer) -> MembershipChange:
+def _with_answer(change: MembershipChange, answer: Answer) -> MembershipChange | IgnoredEvent:
     """The held change with Okta's answer: the user's current mapped groups."""
     if change.change is ChangeKind.user_deactivated:
+        if not answer.granted_nothing:
+            # Reactivated while the deactivation waited for this answer: it is stale.
+            return IgnoredEvent(
+                provider=change.provider,
+                event_id=change.event_id,
+                occurred_at=change.occurred_at,
+                kind=change.change.value,
+                reason=(
+                    f"Okta says the user is {answer.status} now (reactivated since): "
+                    "nothing detached (asked Okta)"
+                ),
+                user=change.user,
+            )
         # Okta keeps a deactivated user's groups: those are the ones they leave.
         return change.model_copy(update={"member_of": answer.groups})
     still = () if answer.granted_nothing else answer.groups

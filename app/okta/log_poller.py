@@ -81,9 +81,7 @@ class LogPoller:
 
     async def run_once(self) -> int:
         """Read every page there is now; returns how many events were read."""
-        # A replica that dies holding the turn is replaced after two intervals.
-        lease = timedelta(seconds=2 * self._interval + 5)
-        state = await anyio.to_thread.run_sync(self._take_turn, lease)
+        state = await anyio.to_thread.run_sync(self._take_turn, self._lease())
         if state is None:
             return 0  # another replica polls
         url = state.cursor or self.client.first_log_url(okta_time(self._clock()), EVENT_TYPES)
@@ -111,6 +109,11 @@ class LogPoller:
             log.info("okta_log_polled", events=read)
         return read
 
+    def _lease(self) -> timedelta:
+        # A replica that dies holding the turn is replaced after two intervals; each page
+        # renews it, so a long round (rate-limit pacing) keeps it.
+        return timedelta(seconds=2 * self._interval + 5)
+
     def _take_turn(self, lease: timedelta) -> cursors.PollerState | None:
         # SQLite serves one process: a turn still held is this process's before a restart.
         first = self._first and self.bridge.db.dialect == "sqlite"
@@ -122,7 +125,8 @@ class LogPoller:
         self, conn: Connection, *, next_url: str, items: list[MembershipChange | IgnoredEvent]
     ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
         """The page's events go in with the cursor that follows them, or neither does."""
-        if not cursors.save_cursor(conn, NAME, self.holder, next_url, self._clock()):
+        lease = self._lease()
+        if not cursors.save_cursor(conn, NAME, self.holder, next_url, self._clock(), lease):
             raise LostTurnError("another replica took over the System Log poll")
         return None, expand_deletions(conn, self.bridge.mapping, items)
 

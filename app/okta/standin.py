@@ -16,6 +16,7 @@ Knobs (the org's admin, for tests and demos), JSON in and out:
     POST /_standin/groups {id, name}                 create a group
     POST /_standin/members {group_id, user_id, op}   add or remove, logged as Okta logs it
     POST /_standin/users/{id}/deactivate             DEPROVISIONED (groups kept), logged
+    POST /_standin/users/{id}/reactivate             ACTIVE again, logged
     DELETE /_standin/groups/{id}                     gone, members with it; logged
     POST|DELETE /_standin/faults                     queue {status, times, path_contains}
     POST /_standin/rate {limit, window_seconds?}     requests per window (60 s) per bucket
@@ -258,6 +259,12 @@ def create_okta_standin(org: Org | None = None) -> FastAPI:
         org: Org = app.state.org
         org.users[user_id]["status"] = "DEPROVISIONED"
         return org.event("user.lifecycle.deactivate", org.user_target(user_id))
+
+    @app.post("/_standin/users/{user_id}/reactivate")
+    async def reactivate(user_id: str) -> dict[str, Any]:
+        org: Org = app.state.org
+        org.users[user_id]["status"] = "ACTIVE"
+        return org.event("user.lifecycle.reactivate", org.user_target(user_id))
 
     @app.delete("/_standin/groups/{group_id}")
     async def delete_group(group_id: str) -> dict[str, Any]:

@@ -53,12 +53,22 @@ def take_turn(
     return read(conn, name) if taken.rowcount == 1 else None
 
 
-def save_cursor(conn: Connection, name: str, holder: str, cursor: str, now: datetime) -> bool:
-    """Move the cursor on (only while `holder` still has the turn)."""
+def save_cursor(
+    conn: Connection,
+    name: str,
+    holder: str,
+    cursor: str,
+    now: datetime,
+    lease: timedelta | None = None,
+) -> bool:
+    """Move the cursor on (only while `holder` still has the turn), renewing the lease."""
+    values: dict[str, object] = {"cursor": cursor, "last_success_at": now, "updated_at": now}
+    if lease is not None:
+        values["lease_until"] = now + lease
     done = conn.execute(
         update(directory_state)
         .where(directory_state.c.name == name, directory_state.c.holder == holder)
-        .values(cursor=cursor, last_success_at=now, updated_at=now)
+        .values(**values)
     )
     return done.rowcount == 1
 

@@ -14,6 +14,8 @@ from app.store.db import insert_ignoring_conflicts
 from app.store.schema import graph_inbox, graph_subscriptions, memberships
 
 PENDING, DONE, DEAD = queue.PENDING, "done", "dead"
+# Graph retries an unacknowledged notification for up to 4 hours.
+GRAPH_RETRY_PERIOD = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -156,16 +158,21 @@ def request_reauthorization(conn: Connection, subscription_id: str, now: datetim
 
 def add_inbox_entry(conn: Connection, entry: NewInboxEntry, now: datetime) -> str | None:
     """Store an entry; None when it is a retry: the same entry is the latest one stored for
-    its (group, member), with nothing in between.
+    its (group, member), with nothing in between, within Graph's retry period.
 
     The same entry after another one for that pair is a new change (a member removed,
     re-added and removed again produces identical notifications), so it gets a key of its
-    own; whether it changes anything is intake's call, on the memberships it knows.
+    own; so does one past the retry period (a join the bridge never heard may lie between);
+    whether it changes anything is intake's call, on the memberships it knows.
     """
-    seen = conn.execute(
-        select(func.max(graph_inbox.c.id)).where(graph_inbox.c.base_key == entry.base_key)
-    ).scalar()
-    if seen is not None:
+    latest = conn.execute(
+        select(graph_inbox.c.id, graph_inbox.c.received_at)
+        .where(graph_inbox.c.base_key == entry.base_key)
+        .order_by(graph_inbox.c.id.desc())
+        .limit(1)
+    ).first()
+    seen = latest.id if latest is not None else None
+    if latest is not None and latest.received_at >= now - GRAPH_RETRY_PERIOD:
         since = conn.execute(
             select(graph_inbox.c.id)
             .where(

@@ -115,8 +115,10 @@ def list_resources(
     query = select(table).order_by(table.c.created, table.c.id)
     if column is not None and values is not None:
         query = query.where(table.c[column].in_(list(values)))
+    if offset:
+        query = query.offset(offset)
     if limit is not None:
-        query = query.offset(offset).limit(limit)
+        query = query.limit(limit)
     return [_row(kind, r) for r in conn.execute(query)]
 
 

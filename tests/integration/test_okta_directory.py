@@ -97,6 +97,27 @@ def test_deactivating_a_user_the_bridge_never_saw_leaves_the_groups_okta_lists(
     assert any("by deactivation (asked Okta)" in line for line in history_lines(bridge, MIA_LOGIN))
 
 
+def test_a_deactivation_held_while_okta_was_down_and_undone_since_detaches_nothing(
+    start_bridge: StartBridge, okta: Sandbox
+):
+    bridge = directory_bridge(start_bridge, okta, BRIDGE_RETRY_MAX_SECONDS="0.5")
+    okta.okta("POST", "/faults", {"status": 503, "times": 4, "path_contains": "/api/v1/users"})
+    bridge.deliver(hook(okta.okta("POST", f"/users/{MIA}/deactivate")))
+    bridge.deliver(hook(okta.okta("POST", f"/users/{MIA}/reactivate")))
+
+    def settled() -> list[str] | None:
+        lines = history_lines(bridge, MIA_LOGIN)
+        return lines if any("reactivated since" in line for line in lines) else None
+
+    lines = wait_for(settled, timeout=30, what="the held deactivation to meet Okta's answer")
+    assert (
+        "Okta says the user is ACTIVE now (reactivated since): nothing detached (asked Okta)"
+        in lines
+    )
+    bridge.wait_idle()
+    assert okta.detaches(MIA_LOGIN) == []
+
+
 def test_a_removal_only_in_the_system_log_is_found_and_the_hook_copy_counts_once(
     start_bridge: StartBridge, okta: Sandbox
 ):
