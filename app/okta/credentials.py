@@ -10,13 +10,14 @@ import httpx
 import jwt
 import structlog
 
-from app.errors import ConfigError
+from app.errors import ConfigError, RetryableError
 from app.http import RETRYABLE_STATUS, CachedToken, StaticToken, Tokens, fetch_token
 
 log = structlog.get_logger(__name__)
 
 SCOPES = "okta.users.read okta.groups.read okta.logs.read"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+WHO = "Okta token endpoint"  # in error messages
 
 
 def ssws(token: str, method: str, url: str) -> dict[str, str]:
@@ -59,7 +60,7 @@ def service_app(
     cached until shortly before expiry."""
     token_url = f"{org_url.rstrip('/')}/oauth2/v1/token"
 
-    async def fetch() -> tuple[str, float]:
+    def form() -> dict[str, str]:
         now = int(time.time())
         claims = {
             "iss": client_id,
@@ -67,18 +68,27 @@ def service_app(
             "aud": token_url,
             "iat": now,
             "exp": now + 300,
-            "jti": uuid.uuid4().hex,
+            "jti": uuid.uuid4().hex,  # never reused: a retry signs a new assertion
         }
-        form = {
+        return {
             "grant_type": "client_credentials",
             "scope": SCOPES,
             "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": jwt.encode(claims, pem, algorithm="RS256"),
         }
+
+    async def fetch() -> tuple[str, float]:
         # A refused app (wrong key, missing scope) waits for an operator: never a guess.
         refused = (*RETRYABLE_STATUS, 400, 401, 403)
-        return await fetch_token(
-            http, token_url, "Okta token endpoint", retry_status=refused, data=form, auth=dpop
-        )
+        for first in (True, False):
+            try:
+                return await fetch_token(
+                    http, token_url, WHO, retry_status=refused, data=form(), auth=dpop
+                )
+            except RetryableError as exc:
+                # DPoP: the first proof had no nonce; DPoPAuth kept the one Okta sent.
+                if not (first and dpop is not None and exc.code == "use_dpop_nonce"):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     return CachedToken(fetch)

@@ -1,8 +1,9 @@
 """DPoP (RFC 9449) for Okta service apps that require it: a proof JWT on every request.
 
 One EC P-256 key per process; each request carries a proof signed with it (`htm`, `htu`,
-`iat`, `jti`; `ath` with an access token; the server's `nonce` once it asked for one). A
-400 or 401 that brings a `DPoP-Nonce` is answered once more with a fresh proof.
+`iat`, `jti`; `ath` with an access token; the server's `nonce` once it asked for one). An
+API 401 that brings a new `DPoP-Nonce` is answered once more with a fresh proof; the token
+endpoint's 400 `use_dpop_nonce` is retried by app/okta/credentials.py with a new assertion.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ class DPoPAuth(httpx.Auth):
         request.headers["DPoP"] = self.proof(request, self._nonces.get(server))
         response = yield request
         nonce = response.headers.get("DPoP-Nonce")
-        if nonce and response.status_code in (400, 401) and nonce != self._nonces.get(server):
+        fresh = nonce is not None and nonce != self._nonces.get(server)
+        if nonce:
             self._nonces[server] = nonce
+        # The API's challenge (401) is answered here; the token endpoint's (400) by its
+        # caller, which must sign a new client assertion rather than send this one again.
+        if fresh and response.status_code == 401:
             request.headers["DPoP"] = self.proof(request, nonce)
             yield request
-        elif nonce:
-            self._nonces[server] = nonce
 
     def proof(self, request: httpx.Request, nonce: str | None = None) -> str:
         """The proof JWT for this request."""

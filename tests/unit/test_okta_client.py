@@ -194,8 +194,12 @@ async def test_a_service_app_that_requires_dpop_gets_a_proof_per_request_and_its
         seen.append((request.url.path, claims))
         return claims
 
+    bodies: list[str] = []
+
     def okta(request: httpx.Request) -> httpx.Response:
         claims = verified(request)
+        if request.url.path == "/oauth2/v1/token":
+            bodies.append(request.content.decode())
         server_nonce = "n-token" if request.url.path.startswith("/oauth2") else "n-api"
         if claims.get("nonce") != server_nonce:
             body = {
@@ -226,3 +230,6 @@ async def test_a_service_app_that_requires_dpop_gets_a_proof_per_request_and_its
         assert (await client.get_user("00ujane")).status == "ACTIVE"  # nonces remembered
     paths = [path for path, _ in seen]
     assert paths == ["/oauth2/v1/token"] * 2 + ["/api/v1/users/00ujane"] * 3
+    # The token request after Okta's nonce challenge signed a new client assertion.
+    assertions = [dict(httpx.QueryParams(a)).get("client_assertion") for a in bodies]
+    assert len(set(assertions)) == 2
