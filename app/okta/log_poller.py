@@ -127,7 +127,10 @@ class LogPoller:
         """The page's events go in with the cursor that follows them, or neither does."""
         lease = self._lease()
         if not cursors.save_cursor(conn, NAME, self.holder, next_url, self._clock(), lease):
-            raise LostTurnError("another replica took over the System Log poll")
+            raise LostTurnError(
+                "the System Log turn or cursor changed under this round (another replica, "
+                "or `cor-bridge okta catch-up`): it starts again from the stored cursor"
+            )
         return None, expand_deletions(conn, self.bridge.mapping, items)
 
     def _record_error(self, error: str) -> None:

@@ -93,12 +93,16 @@ def record_error(conn: Connection, name: str, error: str, now: datetime) -> None
 
 
 def set_cursor(conn: Connection, name: str, cursor: str | None, now: datetime) -> None:
-    """An operator's reset: start from `cursor` (None: from now) at the next round."""
+    """An operator's reset: start from `cursor` (None: from now) at the next round.
+
+    The turn is taken back too, so a round under way cannot save its own cursor over this
+    one (its next save finds it has no turn, and its page is not kept).
+    """
     _ensure(conn, name)
     conn.execute(
         update(directory_state)
         .where(directory_state.c.name == name)
-        .values(cursor=cursor, updated_at=now)
+        .values(cursor=cursor, updated_at=now, holder=None, lease_until=None)
     )
 
 
