@@ -42,6 +42,8 @@ class GraphService:
         self.bridge = bridge
         self.on = settings.graph_client_state is not None
         self.credentials = credentials(settings) is not None
+        # Delta needs no webhook: credentials alone catch up what no notification said.
+        self.delta_on = self.credentials and settings.graph_delta_seconds > 0
         self._transport = transport
         self.http: httpx.AsyncClient | None = None
         self.directory: Directory | None = None
@@ -59,10 +61,11 @@ class GraphService:
         return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
 
     async def start(self) -> None:
-        """Open the Graph client (with credentials) and start the background tasks."""
-        if not self.on:
-            return
+        """Open the Graph client (with credentials) and start the background tasks: the
+        inbox resolver, subscriptions (with the webhook), delta (with credentials alone too)."""
         creds = credentials(self.settings)
+        if not self.on and not self.delta_on:
+            return
         if creds is not None:
             timeout = httpx.Timeout(self.settings.graph_timeout_seconds, connect=5.0)
             self.http = httpx.AsyncClient(timeout=timeout, transport=self._transport)
@@ -70,9 +73,10 @@ class GraphService:
                 self.http, self.settings.graph_api_url, self.settings.graph_login_url, creds
             )
             self.directory = Directory(client, self.settings.graph_cache_seconds)
-            self.subscriptions = SubscriptionManager(self.bridge.db, client, self.settings)
-            self._spawn(self.subscriptions.run(), "cor-bridge-graph-subscriptions")
-            if self.settings.graph_delta_seconds > 0:
+            if self.on:
+                self.subscriptions = SubscriptionManager(self.bridge.db, client, self.settings)
+                self._spawn(self.subscriptions.run(), "cor-bridge-graph-subscriptions")
+            if self.delta_on:
                 self.delta = DeltaPoller(
                     self.bridge,
                     client,
@@ -119,7 +123,7 @@ class GraphService:
     async def readiness(self) -> dict[str, Any]:
         """checks.graph for /readyz: on, credentials, subscriptions and their expiry, inbox."""
         checks: dict[str, Any] = {"on": self.on, "credentials": self.credentials}
-        if not self.on:
+        if not self.on and not self.delta_on:
             return {**checks, "subscriptions": [], "inbox_pending": 0}
         subscriptions, stats, delta = await anyio.to_thread.run_sync(self._read)
         now = datetime.now(UTC)

@@ -60,9 +60,11 @@ def cor() -> FakeCor:
 
 @pytest.fixture
 def start(tmp_path: Path, cor: FakeCor, standin: StandinServer, database_url: str) -> Start:
-    def start(*groups: str, every: float = 0.2) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    def start(
+        *groups: str, every: float = 0.2, webhook: bool = True
+    ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         settings: dict[str, Any] = {
-            "graph_client_state": STATE,
+            "graph_client_state": STATE if webhook else None,
             **standin.settings(),
             "graph_delta_seconds": every,
         }
@@ -240,3 +242,17 @@ def note(members: list[dict[str, Any]] | None) -> dict[str, Any]:
     else:
         data["members@delta"] = members
     return body
+
+
+async def test_delta_runs_with_credentials_alone_no_webhook_needed(
+    start: Start, standin: StandinServer, cor: FakeCor
+):
+    async with start(webhook=False) as client:
+        last = await rounds_done(client, None, covered=1)
+        standin.state.remove_member(ONCALL, ADELE)
+        await rounds_done(client, last, covered=1)
+        await wait_for(lambda: len(cor.detaches) == 1)
+        assert detached(cor) == [("adele@acme.example", ["WS-ENG", "WS-ONCALL"])]
+        graph = (await client.get("/readyz")).json()["checks"]["graph"]
+        assert graph["on"] is False and graph["subscriptions"] == []  # the webhook is off
+        assert (await client.post("/hooks/graph", json={"value": []})).status_code == 404
