@@ -155,9 +155,16 @@ async def test_a_removal_heard_by_notification_and_by_delta_detaches_once(
         assert (await client.post("/hooks/graph", json=body)).status_code == 202
         await wait_for(lambda: len(cor.detaches) == 1)
         await rounds_done(client, last, covered=1)
-        events = await history(client, "adele@acme.example")
-        decisions = [e["decision"] for e in events if e["kind"] == "removed"]
-        assert sorted(decisions) == ["already_out", "queued"], events
+        removals: list[str] = []
+
+        async def both_heard() -> bool:
+            # A round that began before the removal sees nothing: the next one hears it.
+            events = await history(client, "adele@acme.example")
+            removals[:] = [e["decision"] for e in events if e["kind"] == "removed"]
+            return len(removals) == 2
+
+        await wait_for(both_heard, timeout=15)
+        assert sorted(removals) == ["already_out", "queued"]
         assert len(cor.detaches) == 1
 
 
