@@ -11,7 +11,6 @@ recorded as ignored with the reason. Without Graph credentials nothing is looked
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -24,6 +23,7 @@ from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import BridgeError, PermanentError, RetryableError
+from app.graph.backoff import retry_delay
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
 from app.graph.origins import origin_note
@@ -36,8 +36,6 @@ from app.store.graph import InboxRow
 
 log = structlog.get_logger(__name__)
 
-BACKOFF_BASE_SECONDS = 2.0
-BACKOFF_MAX_SECONDS = 900.0
 USER_FIELDS = frozenset(UserRef.model_fields)
 
 
@@ -297,15 +295,3 @@ def _dead_letter(d: Deferred, age: timedelta) -> IgnoredEvent:
         user=UserRef(id=row.member_id),
         group=GroupRef(id=row.group_id),
     )
-
-
-def retry_delay(error: BridgeError, attempts: int, rand: random.Random | None = None) -> float:
-    """Seconds until a failed lookup is tried again: Retry-After, else capped backoff."""
-    if isinstance(error, RetryableError) and error.retry_after is not None:
-        return min(error.retry_after, BACKOFF_MAX_SECONDS)
-    if not isinstance(error, RetryableError):
-        # A missing permission or a bad secret waits for an operator: try now and then.
-        return BACKOFF_MAX_SECONDS
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts - 1, 20))
-    jitter: float = (rand or random).uniform(0, ceiling / 2)
-    return ceiling / 2 + jitter

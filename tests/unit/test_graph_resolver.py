@@ -12,7 +12,8 @@ import pytest
 from app.errors import PermanentError, RetryableError
 from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
-from app.graph.resolver import Resolver, retry_delay
+from app.graph.backoff import retry_delay
+from app.graph.resolver import Resolver
 from app.mapping import parse_mapping
 from app.runtime import Bridge
 from app.settings import Settings
