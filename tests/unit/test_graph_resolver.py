@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from app.errors import PermanentError, RetryableError
+from app.graph.backoff import retry_delay
 from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
-from app.graph.backoff import retry_delay
 from app.graph.resolver import Resolver
 from app.mapping import parse_mapping
 from app.runtime import Bridge
