@@ -78,6 +78,8 @@ class StandinState:
     delta_page_size: int = 100  # members a delta page carries
     pending_pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     delta_tokens: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    # Graph answers an expired groups delta token with 400 syncStateNotFound (others: 410).
+    expired_status: int = 400
 
     def reset(self) -> None:
         """Forget everything."""
@@ -87,7 +89,7 @@ class StandinState:
                 box.clear()
             self.changes.clear()
             self.deleted.clear()
-            self.delta_page_size = 100
+            self.delta_page_size, self.expired_status = 100, 400
             self.calls.clear()
             self.faults.clear()
             self.tokens.clear()
@@ -134,10 +136,12 @@ class StandinState:
             self.deleted.add(group_id)
             self.changes.append(("deleted", group_id, ""))
 
-    def expire_delta_tokens(self) -> None:
-        """Every deltaLink answers 410 from now on (Graph's tokens do expire)."""
+    def expire_delta_tokens(self, status: int = 400) -> None:
+        """Every deltaLink and nextLink given so far is refused from now on (tokens expire)."""
         with self.lock:
             self.delta_tokens.clear()
+            self.pending_pages.clear()
+            self.expired_status = status
 
     def fault(self, status: int, **more: Any) -> None:
         """Queue misbehaviour for matching calls."""
@@ -295,7 +299,7 @@ def _delta(state: StandinState, request: Request) -> Response:
         if "$skiptoken" in query:
             pages = state.pending_pages.pop(query["$skiptoken"], None)
             if pages is None:
-                return _error(400, "BadRequest", "unknown skiptoken")
+                return _error(state.expired_status, "syncStateNotFound", "unknown skiptoken")
         else:
             found = _delta_round(state, query, base)
             if isinstance(found, Response):
@@ -313,7 +317,8 @@ def _delta_round(state: StandinState, query: Any, base: str) -> list[dict[str, A
     if "$deltatoken" in query:
         known = state.delta_tokens.get(query["$deltatoken"])
         if known is None:
-            return _error(410, "SyncStateNotFound", "the delta token expired: start again")
+            message = "The delta token is expired and data must be synchronized again."
+            return _error(state.expired_status, "syncStateNotFound", message)
         ids, since = known
         objects = _changes_since(state, ids, since)
     else:
