@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +33,74 @@ def serialize_intake(conn: Connection) -> None:
     job and then makes one pending (a replay) takes the same turn. Take it before any row
     lock of the transaction (GroupCommit's `first`): a transaction that holds a row and then
     waits for the turn deadlocks with one that holds the turn and waits for that row.
+
+    This is the whole turn: it excludes every other intake, whatever users it is about.
+    `lock_intake_keys` takes the turn of some users only.
     """
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and _held(conn) is not _ALL:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INTAKE_LOCK})
+        _set_held(conn, _ALL)
+
+
+def lock_intake_keys(conn: Connection, keys: Collection[str] | None) -> None:
+    """Intake's turn for these keys only (a user's key: see app/intake/locks.py); None: the
+    whole turn (`serialize_intake`). A no-op on SQLite.
+
+    PostgreSQL: the whole turn shared, then one advisory lock per key, in sorted order, so
+    two transactions never wait for each other's keys in a circle. Intake of other users goes
+    on meanwhile; a transaction that takes the whole turn waits for them all and holds them
+    all off. Keys already held by this transaction are not taken again. Take them before any
+    row lock of the transaction, as the whole turn (GroupCommit's `first`); a transaction whose
+    users are known only after its own row locks (a SCIM request: LATE in app/store/batch.py)
+    commits alone and takes them last, in intake, which locks no row that is not its users'.
+    """
+    if keys is None:
+        serialize_intake(conn)
+        return
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    held = _held(conn)
+    if held is _ALL:
+        return
+    wanted = sorted({_key(k) for k in keys} - held)
+    if not wanted:
+        return
+    if not held:
+        conn.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _INTAKE_LOCK})
+    # One round trip; the subquery's ORDER BY fixes the order the locks are taken in.
+    conn.execute(_LOCK_KEYS, {"space": _USER_LOCKS, "keys": wanted})
+    _set_held(conn, held | set(wanted) | {_SHARED})
+
+
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(:space, k)) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS sorted_keys"
+)
+_USER_LOCKS = 727276  # the two-integer advisory locks (this, key): a key space of their own
+_ALL: frozenset[int] = frozenset({-1})
+_SHARED = -2
+
+
+def _key(name: str) -> int:
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _held(conn: Connection) -> frozenset[int]:
+    """The intake locks this transaction holds (they end with it)."""
+    txn = conn.get_transaction()
+    found = conn.info.get(_HELD)
+    if found is None or txn is None or found[0] is not txn:
+        return frozenset()
+    held: frozenset[int] = found[1]
+    return held
+
+
+def _set_held(conn: Connection, held: Collection[int]) -> None:
+    conn.info[_HELD] = (conn.get_transaction(), held if held is _ALL else frozenset(held))
+
+
+_HELD = "cor_bridge_intake_locks"
 
 
 def lock_migrations(conn: Connection) -> None:
