@@ -175,8 +175,8 @@ def needs_okta(item: Item) -> bool:
     )
 
 
-def get_bridge(request: Request) -> Bridge:
-    """The app's Bridge, for `Depends`."""
+async def get_bridge(request: Request) -> Bridge:
+    """The app's Bridge, for `Depends` (async: FastAPI runs a plain `def` in a thread)."""
     bridge: Bridge = request.app.state.bridge
     return bridge
 

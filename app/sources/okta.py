@@ -166,8 +166,9 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
-    """404 when the hook is off; 401 unless the configured header carries the secret."""
+async def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
+    """404 when the hook is off; 401 unless the configured header carries the secret (async:
+    FastAPI runs a plain `def` dependency in a worker thread, a hop per delivery)."""
     secret = bridge.settings.okta_hook_secret
     if secret is None:
         raise HTTPException(404, "Okta event hook is not enabled (OKTA_HOOK_SECRET is unset)")
