@@ -121,6 +121,9 @@ class GroupCommit:
                     outcomes = await anyio.to_thread.run_sync(self._commit, batch)
                 except Exception as exc:  # the commit itself failed: nothing of it is kept
                     outcomes = [(False, exc)] * len(batch)
+                else:
+                    kept = zip(batch, outcomes, strict=True)
+                    self.db.grew(sum(p.weight for p, (ok, _) in kept if ok))
                 for piece, (ok, value) in zip(batch, outcomes, strict=True):
                     if piece.future.done():
                         continue

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -16,6 +18,7 @@ from app.errors import ConfigError
 from app.store.migrate import upgrade_schema
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 # Keys of PostgreSQL advisory locks (held until the transaction ends).
 _MIGRATE_LOCK = 727274
@@ -103,6 +106,18 @@ def _set_held(conn: Connection, held: Collection[int]) -> None:
 _HELD = "cor_bridge_intake_locks"
 
 
+# Changes committed by one process after which it ANALYZEs intake's tables (Database.grew).
+_ANALYZE_AT = (500, 3_000, 15_000)
+_ANALYZED = ("events", "memberships", "jobs")
+
+
+def analyze(conn: Connection) -> None:
+    """Fresh planner statistics for intake's tables (PostgreSQL; SQLite plans by its indexes).
+    ANALYZE takes no lock that holds back reads or writes."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ANALYZE {', '.join(_ANALYZED)}"))
+
+
 def lock_migrations(conn: Connection) -> None:
     """Wait until no other process is migrating; held until this transaction ends.
 
@@ -173,6 +188,8 @@ class Database:
             raise ConfigError("BRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://")
         self.dialect = self.engine.dialect.name
         self._disposed = False
+        self._written = 0  # intake's changes committed by this process, for `grew`
+        self._analyzing: threading.Thread | None = None
         event.listen(self.engine, "checkin", self._close_if_disposed)
 
     @contextmanager
@@ -196,7 +213,32 @@ class Database:
         """
         with self.begin() as conn:
             lock_migrations(conn)
-            return upgrade_schema(conn)
+            revision = upgrade_schema(conn)
+            analyze(conn)
+        return revision
+
+    def grew(self, changes: int) -> None:
+        """Intake committed `changes` more: on PostgreSQL, ANALYZE intake's tables in the
+        background as their first few thousand rows come in. Autovacuum analyzes a table only
+        a minute or so after it grows; until then the planner has no statistics, takes a
+        50-user IN list to match a tenth of the jobs table and scans it (9 ms a delivery at
+        25,000 rows, against 0.5 ms after ANALYZE). Later growth is autovacuum's."""
+        if self.dialect != "postgresql":
+            return
+        before, self._written = self._written, self._written + changes
+        crossed = any(before < mark <= self._written for mark in _ANALYZE_AT)
+        if crossed and (self._analyzing is None or not self._analyzing.is_alive()):
+            self._analyzing = threading.Thread(
+                target=self._analyze, name="cor-bridge-analyze", daemon=True
+            )
+            self._analyzing.start()
+
+    def _analyze(self) -> None:
+        try:
+            with self.begin() as conn:
+                analyze(conn)
+        except Exception:  # statistics are an optimisation; autovacuum comes anyway
+            log.warning("analyze_failed", exc_info=True)
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
