@@ -26,6 +26,17 @@ def render(results: dict[str, Any], kinds: list[str]) -> str:
         lines, targets = ingest_section(results, kinds)
         out += lines
     sections: list[tuple[str, str, list[str], Cells, Cells]] = [
+        ("replicas", "1b. Replicas on one PostgreSQL: Okta deliveries (1 event, 32 connections "
+         "in all); mixed: two replicas take Okta's while a third takes 100-member SCIM PATCHes",
+         ["db", "1 replica ev/s", "3 replicas ev/s", "3 / 1", "mixed ev/s", "mixed p99 ms",
+          "mixed max ms", "PATCHes", "PATCH max ms", "missing"],
+         lambda d: [f"{d['one']:.0f}", f"{d['three']:.0f}", f"{d['three'] / d['one']:.2f}",
+                    f"{d['mixed_rate']:.0f}", f"{d['mixed_p99']:.0f}", f"{d['mixed_max']:.0f}",
+                    d["patches"], f"{d['patch_max_ms']:.0f}", d["missing"]],
+         lambda d: ["3 replicas ingest more than 1; Okta p99 < 1 s, max < 2 s beside SCIM",
+                    f"{d['three'] / d['one']:.2f}x, {d['mixed_p99']:.0f}/{d['mixed_max']:.0f} ms",
+                    d["three"] > d["one"] and d["mixed_p99"] < 1000 and d["mixed_max"] < 2000
+                    and d["missing"] == 0]),
         ("drain", "2. Drain: pending removals, one per user, COR stand-in at 20 ms",
          ["db", "jobs", "calls", "done", "detaches/s", "limit/s", "of limit"],
          lambda d: [d["jobs"], d["calls"], d["done"], f"{d['rate']:.0f}",

@@ -18,7 +18,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest, ingest_runs, report, scenarios, scim_cycle, world
+from benchmarks import ingest, ingest_runs, replicas, report, scenarios, scim_cycle, world
 
 FULL = {
     "sizes": [1, 50], "conns": [1, 32, 64], "seconds": 8.0,
@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
     parser.add_argument(
-        "--only", default="ingest,drain,coalesce,coalesce_delay,scim,scim_cycle,memory"
+        "--only",
+        default="ingest,replicas,drain,coalesce,coalesce_delay,scim,scim_cycle,memory",
     )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--size", action="append", default=[], help="override, e.g. scim=2000")
@@ -101,6 +102,8 @@ def run_kind(
 
     step("ingest", ingest_runs.ingest_bridge, size["sizes"], size["conns"], size["seconds"],
          size["paced"])  # fmt: skip
+    if kind == "postgres":
+        step("replicas", replicas.replicas, size["seconds"], size["scim"])
     step("drain", scenarios.drain, size["drain"], 20.0, size["drain_concurrency"])
     step("coalesce", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 0.0)
     step("coalesce_delay", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 2.0)
