@@ -142,12 +142,14 @@ class GroupCommit:
         with self.db.begin() as conn:
             if self.first is not None:
                 self.first(conn, _union(pieces))
-            if len(pieces) == 1 and pieces[0].merge is None:  # no savepoint needed
+            if len(pieces) == 1:  # no savepoint needed: its failure is the transaction's
                 return [(True, pieces[0].work(conn))]
             outcomes: list[Outcome] = []
             for run in _runs(pieces):
-                outcomes += self._run_merged(conn, run) if len(run) > 1 else []
-                outcomes += [] if len(run) > 1 else [_in_savepoint(conn, run[0].work)]
+                if len(run) > 1:
+                    outcomes += self._run_merged(conn, run)
+                else:
+                    outcomes.append(_in_savepoint(conn, run[0].work))
         return outcomes
 
     def _run_merged(self, conn: Connection, run: list[Piece]) -> list[Outcome]:
