@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import structlog
 from fastapi import Depends, Request
@@ -15,12 +15,13 @@ from app.changes import ChangeKind, IgnoredEvent, MembershipChange
 from app.delivery.worker import Worker
 from app.guard import FailureLimiter
 from app.intake import Decision, accept_changes
+from app.intake.locks import intake_keys
 from app.mapping import Mapping
 from app.settings import Settings
 from app.store import Database
 from app.store import held as held_store
-from app.store.batch import GroupCommit
-from app.store.db import serialize_intake
+from app.store.batch import GroupCommit, Keys
+from app.store.db import lock_intake_keys
 from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,7 @@ class Bridge:
         self.auth_failures = FailureLimiter(settings.bridge_auth_failures_per_minute)
         # Requests that arrive together share a transaction and its commit (one disk flush).
         # Each takes intake's turn first: a SCIM request locks rows before its intake does.
-        self.commits = GroupCommit(db, first=serialize_intake)
+        self.commits = GroupCommit(db, first=lock_intake_keys)
 
     @property
     def mapping(self) -> Mapping:
@@ -60,9 +61,28 @@ class Bridge:
 
         `ask_okta` (the Okta hook and System Log): with the Okta directory configured, a
         removal or deactivation is held, stored, until Okta says what the user is in now.
+        Its users are known beforehand: it takes intake's turn for them only, and submits
+        that arrive together go through intake as one call (GroupCommit's merge).
         """
-        _, decisions = await self.transact(
-            lambda conn: (None, items), weight=len(items), ask_okta=ask_okta
+        hold = bool(ask_okta and self.settings.okta_directory())
+        given = list(items)
+
+        def merged(conn: Connection, payloads: list[list[Item]]) -> list[Any]:
+            _, every, decisions = self._intake(
+                conn, lambda c: (None, [i for p in payloads for i in p]), hold
+            )
+            out, start = [], 0
+            for part in payloads:
+                end = start + len(part)
+                out.append((None, every[start:end], decisions[start:end]))
+                start = end
+            return out
+
+        _, decisions = await self._run(
+            lambda conn: self._intake(conn, lambda c: (None, given), hold),
+            len(given),
+            keys=intake_keys(self.mapping, given),
+            merge=(("intake", hold), merged, given),
         )
         return decisions
 
@@ -72,17 +92,27 @@ class Bridge:
         weight: int = 1,
         *,
         ask_okta: bool = False,
+        keys: Keys | None = None,
     ) -> tuple[T, list[Decision]]:
         """Run `work` and intake of the changes it returns in one transaction.
 
         `work` may write its own rows (the SCIM server does); nothing is kept unless the
         whole transaction commits, and only then is the worker woken. Transactions that
         arrive together are committed together (app/store/batch.py), each in its savepoint.
+        `keys`: intake's lock keys the transaction takes first; None, the whole turn.
         """
-        hold = ask_okta and self.settings.okta_directory()
-        result, items, decisions = await self.commits.run(
-            lambda conn: self._intake(conn, work, hold), weight
-        )
+        hold = bool(ask_okta and self.settings.okta_directory())
+        return await self._run(lambda conn: self._intake(conn, work, hold), weight, keys=keys)
+
+    async def _run(
+        self,
+        run: Callable[[Connection], tuple[T, list[Item], list[Decision]]],
+        weight: int,
+        *,
+        keys: Keys | None,
+        merge: Any = None,
+    ) -> tuple[T, list[Decision]]:
+        result, items, decisions = await self.commits.run(run, weight, keys=keys, merge=merge)
         for item, decision in zip(items, decisions, strict=True):
             kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
             metrics.CHANGES.labels(item.provider, kind, decision.decision).inc()
@@ -145,8 +175,8 @@ def needs_okta(item: Item) -> bool:
     )
 
 
-def get_bridge(request: Request) -> Bridge:
-    """The app's Bridge, for `Depends`."""
+async def get_bridge(request: Request) -> Bridge:
+    """The app's Bridge, for `Depends` (async: FastAPI runs a plain `def` in a thread)."""
     bridge: Bridge = request.app.state.bridge
     return bridge
 

@@ -48,6 +48,7 @@ class WrkResult:
     p99_ms: float
     errors: int
     acked_ids: list[str]
+    max_ms: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -79,6 +80,7 @@ def run_wrk(url: str, events: int, connections: int, seconds: float) -> WrkResul
         p99_ms=v["p99_us"] / 1000,
         errors=errors,
         acked_ids=acked,
+        max_ms=v["max_us"] / 1000,
     )
 
 

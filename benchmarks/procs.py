@@ -104,12 +104,13 @@ def standin(workdir: Path, latency_ms: float, users: str = "") -> Proc:
     return Proc(argv, {"PYTHONPATH": str(ROOT)}, workdir, "standin")
 
 
-def ceiling(workdir: Path) -> Proc:
-    """The bare endpoint: parses the Okta body, stores nothing."""
+def ceiling(workdir: Path, database_url: str | None = None) -> Proc:
+    """The bare endpoint (parses the Okta body, stores nothing), or with `database_url` the
+    durable one (a row per event, group commit, 200 after the commit)."""
     argv = [str(BIN / "python"), "-m", "benchmarks.ceiling", "{port}"]
-    return Proc(
-        argv, {"PYTHONPATH": str(ROOT), "OKTA_HOOK_SECRET": OKTA_SECRET}, workdir, "ceiling"
-    )
+    argv += [database_url] if database_url else []
+    env = {"PYTHONPATH": str(ROOT), "OKTA_HOOK_SECRET": OKTA_SECRET}
+    return Proc(argv, env, workdir, "durable" if database_url else "ceiling")
 
 
 def peak_rss_mb(pid: int) -> tuple[float, float]:

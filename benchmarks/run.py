@@ -18,16 +18,16 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest, report, scenarios, scim_cycle, world
+from benchmarks import ingest, ingest_runs, replicas, report, scenarios, scim_cycle, world
 
 FULL = {
-    "sizes": [1, 50], "conns": [1, 4, 16, 64], "seconds": 8.0,
+    "sizes": [1, 50], "conns": [1, 32, 64], "seconds": 8.0,
     "paced": [(50, 500.0), (50, 1000.0), (10, 1000.0)],
     "drain": 10_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 5_000,
     "memory": 100_000, "memory_seconds": 30.0, "cycle_users": 10_000, "cycle_groups": 200,
 }  # fmt: skip
 QUICK = {
-    "sizes": [1, 50], "conns": [1, 16], "seconds": 2.0, "paced": [(50, 1000.0)],
+    "sizes": [1, 50], "conns": [32], "seconds": 2.0, "paced": [(50, 1000.0)],
     "drain": 1_000, "drain_concurrency": 8, "coalesce": 1_000, "scim": 1_000,
     "memory": 10_000, "memory_seconds": 5.0, "cycle_users": 1_000, "cycle_groups": 20,
 }  # fmt: skip
@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
     parser.add_argument(
-        "--only", default="ingest,drain,coalesce,coalesce_delay,scim,scim_cycle,memory"
+        "--only",
+        default="ingest,replicas,drain,coalesce,coalesce_delay,scim,scim_cycle,memory",
     )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--size", action="append", default=[], help="override, e.g. scim=2000")
@@ -76,7 +77,7 @@ def main() -> None:
         results["machine"] = machine(pg)
         if "ingest" in only:
             print("ingest: the ceiling ...", file=sys.stderr, flush=True)
-            results["ceiling"] = scenarios.ceiling_sweep(workdir, size)
+            results["ceiling"] = ingest_runs.ceiling_sweep(workdir, size)
         for kind in kinds:
             results[kind] = run_kind(dbs, kind, workdir, size, only)
     finally:
@@ -99,8 +100,10 @@ def run_kind(
             print(f"{kind}: {name} ...", file=sys.stderr, flush=True)
             out[name] = call[0](dbs, kind, workdir, *call[1:])
 
-    step("ingest", scenarios.ingest_bridge, size["sizes"], size["conns"], size["seconds"],
+    step("ingest", ingest_runs.ingest_bridge, size["sizes"], size["conns"], size["seconds"],
          size["paced"])  # fmt: skip
+    if kind == "postgres":
+        step("replicas", replicas.replicas, size["seconds"], size["scim"])
     step("drain", scenarios.drain, size["drain"], 20.0, size["drain_concurrency"])
     step("coalesce", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 0.0)
     step("coalesce_delay", scenarios.coalesce, size["coalesce"], 200, 50, 20.0, 2.0)

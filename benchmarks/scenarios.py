@@ -44,48 +44,6 @@ def _detach_calls(cor: procs.Proc, path: str = "/detach") -> list[dict[str, Any]
     return calls
 
 
-def ingest_sweep(
-    proc: procs.Proc, sizes: list[int], conns: list[int], seconds: float, url: str | None = None
-) -> list[ingest.WrkResult]:
-    results = []
-    for n in sizes:
-        for c in conns:
-            if url is not None:
-                _settle(url)
-            results.append(ingest.run_wrk(proc.url, n, c, seconds))
-    return results
-
-
-def _settle(url: str, timeout: float = 120.0) -> None:
-    """Wait until the bridge has worked off what the last run left queued (wrk stops with
-    requests in flight, and the server still answers them), so each run starts quiet."""
-    last, deadline = -1, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = _count(url, "SELECT count(*) FROM events")
-        if now == last:
-            return
-        last = now
-        time.sleep(1.0)
-
-
-def ingest_bridge(
-    dbs: world.Databases, kind: str, workdir: Path, sizes: list[int], conns: list[int],
-    seconds: float, paced: list[tuple[int, float]],
-) -> dict[str, Any]:  # fmt: skip
-    with dbs.fresh(kind) as url, running(procs.standin(workdir, 0), "/sandbox/cor/calls") as cor:
-        bridge = procs.bridge(
-            workdir, url, cor.url + "/sandbox/cor", bridge_delivery_delay_seconds=HOLD
-        )
-        with running(bridge, "/healthz"):
-            steady = []
-            for n, rate in paced:
-                _settle(url)
-                steady.append(ingest.run_paced(bridge.url, n, rate, seconds))
-            sweep = ingest_sweep(bridge, sizes, conns, seconds, url)
-        acked, missing = ingest.missing_events(url, [*sweep, *steady])
-    return {"sweep": sweep, "paced": steady, "acked": acked, "missing": missing}
-
-
 def drain(
     dbs: world.Databases, kind: str, workdir: Path, count: int, latency_ms: float,
     concurrency: int,
@@ -220,8 +178,3 @@ def memory(
             hwm, rss = procs.peak_rss_mb(bridge.pid)
         tried = _count(url, "SELECT count(*) FROM jobs WHERE attempts > 0")
     return {"pending": pending, "hwm_mb": hwm, "rss_mb": rss, "tried": tried, "seconds": seconds}
-
-
-def ceiling_sweep(workdir: Path, size: dict[str, Any]) -> list[ingest.WrkResult]:
-    with running(procs.ceiling(workdir), "/healthz") as bare:
-        return ingest_sweep(bare, size["sizes"], size["conns"], size["seconds"])

@@ -22,8 +22,9 @@ from sqlalchemy import Connection
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import ConfigError
 from app.intake.ledger import EventRef, Ledger, Line, Queued
+from app.intake.locks import intake_keys
 from app.mapping import Mapping
-from app.store.db import serialize_intake
+from app.store.db import lock_intake_keys
 from app.store.events import NewEvent
 from app.store.memberships import Membership
 
@@ -53,13 +54,14 @@ def accept_changes(
 ) -> list[Decision]:
     """Apply the rules to every item, oldest first; decisions come back in input order.
 
-    The caller commits the transaction. Intake's turn is taken here, once (on PostgreSQL; a
-    caller that locks rows first takes it before them: see serialize_intake).
+    The caller commits the transaction. Intake's turn for the changes' users is taken here
+    (on PostgreSQL; a caller that locks rows first takes it before them: lock_intake_keys),
+    unless the transaction holds it already.
     """
     given = list(items)
     if not given:
         return []
-    serialize_intake(conn)
+    lock_intake_keys(conn, intake_keys(mapping, given))
     cor_users = [_cor_user_id(mapping, item) for item in given]
     ledger = Ledger(conn, given, {c for c in cor_users if isinstance(c, str)})
     events: dict[int, EventRef | None] = {}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.changes import ChangeKind, EventTime, GroupRef, IgnoredEvent, MembershipChange, UserRef
 from app.errors import InputError
-from app.okta.reconcile import expand_deletions
+from app.okta.reconcile import GROUP_DELETED, expand_deletions
 from app.runtime import BridgeDep
 from app.sources.common import (
     check_batch_size,
@@ -166,8 +166,9 @@ def describe_errors(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
-    """404 when the hook is off; 401 unless the configured header carries the secret."""
+async def require_okta_secret(request: Request, bridge: BridgeDep) -> None:
+    """404 when the hook is off; 401 unless the configured header carries the secret (async:
+    FastAPI runs a plain `def` dependency in a worker thread, a hop per delivery)."""
     secret = bridge.settings.okta_hook_secret
     if secret is None:
         raise HTTPException(404, "Okta event hook is not enabled (OKTA_HOOK_SECRET is unset)")
@@ -196,9 +197,13 @@ async def receive(request: Request, bridge: BridgeDep) -> dict[str, object]:
     body = await read_body(request, bridge.settings.bridge_max_body_bytes)
     envelope = parse_envelope(body, bridge.settings.bridge_max_events_per_delivery)
     items = to_changes(envelope)
-    await bridge.transact(
-        lambda conn: (None, expand_deletions(conn, bridge.mapping, items)),
-        weight=len(items),
-        ask_okta=True,
-    )
+    if any(isinstance(i, IgnoredEvent) and i.kind == GROUP_DELETED for i in items):
+        # Its members are read in the transaction: their keys are not known beforehand.
+        await bridge.transact(
+            lambda conn: (None, expand_deletions(conn, bridge.mapping, items)),
+            weight=len(items),
+            ask_okta=True,
+        )
+    else:
+        await bridge.submit(items, ask_okta=True)
     return {"received": len(items), "eventId": envelope.eventId}

@@ -79,7 +79,7 @@ async def test_first_runs_once_per_transaction_before_any_piece_and_outlives_a_r
     that row)."""
     seen: list[str] = []
 
-    def first(conn) -> None:
+    def first(conn, keys) -> None:
         seen.append("first")
         if db.dialect == "postgresql":
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242)")

@@ -29,6 +29,7 @@ from app.sources.common import bearer_matches, read_body, refuse_auth
 from app.sources.scim.handler import BridgeScimHandler
 from app.sources.scim.service import BridgeScimService, make_provider
 from app.sources.scim.storage import SqlStorage
+from app.store.batch import LATE
 
 log = structlog.get_logger(__name__)
 PREFIX = "/scim/v2"
@@ -71,7 +72,9 @@ async def scim(path: str, request: Request, bridge: BridgeDep) -> Response:
             # A read (however large its filter) never holds the write turn the acks need.
             reply, _ = await anyio.to_thread.run_sync(_read_only, bridge, scim_request)
         else:
-            reply, _ = await bridge.transact(lambda conn: _handle(conn, bridge, scim_request))
+            reply, _ = await bridge.transact(
+                lambda conn: _handle(conn, bridge, scim_request), keys=LATE
+            )
     except SCIMException as exc:
         reply = service.error_response(exc)
     except RecursionError:
