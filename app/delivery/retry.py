@@ -1,4 +1,4 @@
-"""The retry policy, as a pure decision: when to try a failed detach again, or give up."""
+"""The retry policy, as a pure decision: when to try a failed try again, or give up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from app.errors import RetryableError
+from app.errors import DeliveryError, RetryableError
+from app.store.queue import Dead, Decision, Retry, Split
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,29 @@ def next_attempt_at(
     if when - created_at > policy.max_age:
         return None
     return when
+
+
+def decide(
+    policy: RetryPolicy,
+    error: DeliveryError,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    together: bool = False,
+    rand: random.Random | None = None,
+) -> Decision:
+    """What a failed try comes to, after `attempts` tries: Retry(at), Dead(why) or Split.
+
+    A retryable error is tried again with backoff until the attempts or the age run out; any
+    other refusal is final for a call that carried one job (`together` False), and a call
+    that carried several is split: each tried alone, so one bad workspace sinks nothing else.
+    """
+    if isinstance(error, RetryableError):
+        at = next_attempt_at(
+            policy, error, attempts=attempts, created_at=created_at, now=now, rand=rand
+        )
+        if at is None:
+            return Dead(f"gave up after {attempts} attempts: {error.message}", gave_up=True)
+        return Retry(at)
+    return Split() if together else Dead(error.message)

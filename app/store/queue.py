@@ -5,12 +5,37 @@ or try them again later. The Graph inbox and the held changes are such tables: e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table, and_, or_, select, update
 
 PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again at `at`."""
+
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Dead:
+    """Stop: a dead letter that says why. `gave_up`: the error may pass, but the attempts or
+    the age limit ran out."""
+
+    reason: str
+    gave_up: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """A call that carried several refused them: try each alone, now."""
+
+
+Decision = Retry | Dead | Split
 
 
 def claim(
