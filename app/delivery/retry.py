@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.errors import DeliveryError, RetryableError
+from app.settings import Settings
 from app.store.queue import Dead, Decision, Retry, Split
 
 
@@ -18,6 +19,19 @@ class RetryPolicy:
     max_age: timedelta = timedelta(days=3)
     base_seconds: float = 2.0
     max_seconds: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """BRIDGE_MAX_ATTEMPTS, BRIDGE_MAX_AGE_SECONDS, BRIDGE_RETRY_BASE/MAX_SECONDS."""
+        return cls(
+            max_attempts=settings.bridge_max_attempts,
+            max_age=timedelta(seconds=settings.bridge_max_age_seconds),
+            base_seconds=settings.bridge_retry_base_seconds,
+            max_seconds=settings.bridge_retry_max_seconds,
+        )
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 def next_attempt_at(
