@@ -9,13 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.dead_letters import LetterReplay, replay_letters
 from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
 from app.graph.resolver import Resolver
 from app.mapping import parse_mapping
 from app.runtime import Bridge
 from app.settings import Settings
-from app.store import Database
+from app.store import Database, letters
 from app.store import events as event_store
 from app.store import graph as graph_store
 from app.store import jobs as job_store
@@ -239,6 +240,15 @@ async def test_an_entry_graph_refuses_is_a_dead_letter_at_once(
     [(kind, decision, detail)] = history(db, ADELE)
     assert (kind, decision) == ("graph.removed (unresolved)", "ignored")
     assert detail[0].startswith("dead letter: the lookup was refused (") and "403" in detail[0]
+    # Once the permission is granted, the operator replays it: looked up again, then intake.
+    standin.state.faults.clear()
+    with db.begin() as conn:
+        [dead] = letters.dead_inbox(conn)
+        result, _ = replay_letters(conn, LetterReplay(inbox=[dead["id"]]), NOW)
+    assert result["replayed"]["inbox"] == [dead["id"]]
+    assert await resolver(bridge, directory).run_once() == 1
+    assert open_jobs(db) == [("adele@acme.example", "WS-ENG"), ("adele@acme.example", "WS-ONCALL")]
+    assert [d for _, d, _ in history(db, ADELE)] == ["ignored", "queued"]
 
 
 async def test_a_bug_in_a_lookup_is_a_dead_letter_with_its_traceback_logged(
