@@ -22,9 +22,11 @@ import anyio
 import structlog
 from sqlalchemy import Connection
 
-from app.errors import PermanentError
+from app.delivery.retry import RetryPolicy, decide
+from app.errors import DeliveryError, PermanentError
 from app.rounds import Rounds
 from app.store import Database
+from app.store.queue import Decision, WorkTable
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,36 @@ class Claim(Protocol[T]):
 
 
 Extend = Callable[[Connection, Sequence[int], str, datetime], int]
+
+
+class Failed(Protocol):
+    """A claimed row whose try failed: how often it was tried, since when it waits."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def received_at(self) -> datetime: ...
+
+
+class Drained:
+    """What the worker, the Graph resolver and the Okta checker show of their drainer."""
+
+    drainer: Drainer[Any]
+
+    def wake(self) -> None:
+        """New work was committed: look now rather than at the next poll."""
+        self.drainer.wake()
+
+    @property
+    def last_beat(self) -> float | None:
+        """When the latest round started (monotonic), for /readyz."""
+        return self.drainer.last_beat
+
+    async def run_once(self) -> int:
+        """Claim one batch and work it; returns how many were claimed."""
+        return await self.drainer.run_once()
 
 
 class Drainer(Generic[T]):
@@ -126,6 +158,22 @@ class Drainer(Generic[T]):
             for i in range(len(items)):
                 tg.start_soon(limited, i)
         return results
+
+    def fail(
+        self,
+        conn: Connection,
+        table: WorkTable,
+        row: Failed,
+        error: DeliveryError,
+        policy: RetryPolicy,
+    ) -> Decision | None:
+        """A failed try of a claimed row of a work table, decided by the retry policy and
+        applied: Retry(at) or Dead. None when another replica took the row over meanwhile."""
+        now = self.clock()
+        attempts, since = row.attempts + 1, row.received_at
+        decision = decide(policy, error, attempts=attempts, created_at=since, now=now)
+        mine = table.apply(conn, row.id, self.worker_id, decision, str(error), now)
+        return decision if mine else None
 
     def _claim(self) -> list[T]:
         with self.db.begin() as conn:

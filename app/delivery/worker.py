@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
 from app.delivery.retry import RetryPolicy, decide
-from app.drain import Drainer, bug, utcnow
+from app.drain import Drained, Drainer, bug, utcnow
 from app.errors import DeliveryError, PermanentError, RetryableError
 from app.rounds import Rounds
 from app.store import Database
@@ -52,7 +52,7 @@ def coalesce(jobs: list[Job]) -> list[list[Job]]:
     return groups
 
 
-class Worker:
+class Worker(Drained):
     """Drains the outbox until stopped; one instance per process."""
 
     def __init__(
@@ -83,19 +83,10 @@ class Worker:
         # Successful detaches that finish together are recorded in one commit.
         self._settled = GroupCommit(db)
 
-    def wake(self) -> None:
-        """New work was committed: look now rather than at the next poll."""
-        self.drainer.wake()
-
     @property
     def rounds(self) -> Rounds:
         """The drainer's rounds (their wake-up and beat)."""
         return self.drainer.rounds
-
-    @property
-    def last_beat(self) -> float | None:
-        """When the latest round started (monotonic), for /readyz."""
-        return self.drainer.last_beat
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing round is logged and retried, never fatal."""
@@ -110,10 +101,6 @@ class Worker:
                     log.info("worker_released_claims", jobs=released)
         log.info("worker_started", worker_id=self.worker_id)
         await self.drainer.run()
-
-    async def run_once(self) -> int:
-        """Claim one batch of due jobs and deliver it; returns how many were claimed."""
-        return await self.drainer.run_once()
 
     async def _work(self, jobs: list[Job]) -> None:
         await self.drainer.each(coalesce(jobs), self._deliver)

@@ -24,8 +24,8 @@ import structlog
 from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
-from app.delivery.retry import DEFAULT_RETRY, RetryPolicy, decide
-from app.drain import Drainer, bug, utcnow
+from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
+from app.drain import Drained, Drainer, bug, utcnow
 from app.errors import DeliveryError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
@@ -101,7 +101,7 @@ class Deferred:
     error: DeliveryError
 
 
-class Resolver:
+class Resolver(Drained):
     """Drains the Graph inbox until cancelled; one per process (a Drainer, app/drain.py)."""
 
     def __init__(
@@ -135,23 +135,10 @@ class Resolver:
             lease=lease, clock=clock, turn=write_turn,
         )  # fmt: skip
 
-    def wake(self) -> None:
-        """New entries were committed: look now rather than at the next poll."""
-        self.drainer.wake()
-
-    @property
-    def last_beat(self) -> float | None:
-        """When the latest round started (monotonic), for /readyz."""
-        return self.drainer.last_beat
-
     async def run(self) -> None:
         """Resolve until cancelled; a failing round is logged and retried, never fatal."""
         log.info("graph_resolver_started", worker_id=self.worker_id, lookups=bool(self.directory))
         await self.drainer.run()
-
-    async def run_once(self) -> int:
-        """Resolve one batch of due entries; returns how many were claimed."""
-        return await self.drainer.run_once()
 
     async def _work(self, rows: list[InboxRow]) -> None:
         needs = mapping_needs(self.bridge.mapping)
@@ -182,11 +169,8 @@ class Resolver:
         dead: list[MembershipChange | IgnoredEvent] = []
         for d in failed:
             row, error = d.row, d.error
-            decision = decide(
-                self._retry, error, attempts=row.attempts + 1, created_at=row.received_at,
-                now=now,
-            )  # fmt: skip
-            if not graph_store.INBOX.apply(conn, row.id, self.worker_id, decision, str(error), now):
+            decision = self.drainer.fail(conn, graph_store.INBOX, row, error, self._retry)
+            if decision is None:
                 continue  # taken over by another replica meanwhile
             if isinstance(decision, Dead):
                 dead.append(_dead_letter(row, decision, now))

@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 from app import metrics
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
-from app.delivery.retry import DEFAULT_RETRY, RetryPolicy, decide
-from app.drain import Drainer, bug, utcnow
+from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
+from app.drain import Drained, Drainer, bug, utcnow
 from app.errors import DeliveryError
 from app.http import NotFoundError
 from app.okta.client import OktaClient
@@ -52,7 +52,7 @@ Answers = dict[str, Answer | DeliveryError]
 Failed = list[tuple[HeldChange, Answer | DeliveryError]]
 
 
-class OktaChecker:
+class OktaChecker(Drained):
     """Drains held Okta changes until cancelled; one per process (a Drainer, app/drain.py)."""
 
     def __init__(
@@ -80,18 +80,10 @@ class OktaChecker:
             lease=lease, clock=clock,
         )  # fmt: skip
 
-    def wake(self) -> None:
-        """New changes were held: look now rather than at the next poll."""
-        self.drainer.wake()
-
     async def run(self) -> None:
         """Check until cancelled; a failing round is logged and retried, never fatal."""
         log.info("okta_checker_started", worker_id=self.worker_id)
         await self.drainer.run()
-
-    async def run_once(self) -> int:
-        """Check one batch of due held changes; returns how many were claimed."""
-        return await self.drainer.run_once()
 
     async def _work(self, rows: list[HeldChange]) -> None:
         users = list(dict.fromkeys(r.change.user.id for r in rows))
@@ -144,11 +136,8 @@ class OktaChecker:
         dead: list[MembershipChange | IgnoredEvent] = []
         for row, error in failed:
             assert not isinstance(error, Answer)
-            decision = decide(
-                self._retry, error, attempts=row.attempts + 1, created_at=row.received_at,
-                now=now,
-            )  # fmt: skip
-            if not held_store.HELD.apply(conn, row.id, self.worker_id, decision, str(error), now):
+            decision = self.drainer.fail(conn, held_store.HELD, row, error, self._retry)
+            if decision is None:
                 continue  # taken over by another replica meanwhile
             if isinstance(decision, Dead):
                 letter = _dead_letter(row, decision, now)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import ColumnElement, Connection, Table, select, update
 
 from app.store.queue import DEAD
 from app.store.schema import events, graph_inbox, held_changes
@@ -20,57 +20,32 @@ REMOVALS = ("removed", "user_deactivated")  # what a dead letter would have deta
 def dead_inbox(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Graph inbox entries that died, newest first."""
     t = graph_inbox
+    what = (t.c.dedupe_key.label("event_id"), t.c.group_id, t.c.member_id, t.c.removed,
+            t.c.occurred_at)  # fmt: skip
+    return _dead(conn, t, what, limit)
+
+
+def dead_held(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Held changes that died unchecked, newest first (with the kind and group changed)."""
+    t = held_changes
+    what = (t.c.provider, t.c.event_id, t.c.user_id, t.c.user_login, t.c.change)
+    found = []
+    for row in _dead(conn, t, what, limit):
+        change = row.pop("change") or {}
+        found.append({**row, "kind": change.get("change"), "group": change.get("group")})
+    return found
+
+
+def _dead(
+    conn: Connection, t: Table, what: tuple[ColumnElement[Any], ...], limit: int
+) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(
-            t.c.id,
-            t.c.dedupe_key.label("event_id"),
-            t.c.group_id,
-            t.c.member_id,
-            t.c.removed,
-            t.c.occurred_at,
-            t.c.received_at,
-            t.c.attempts,
-            t.c.last_error,
-            t.c.done_at,
-        )
+        select(t.c.id, *what, t.c.received_at, t.c.attempts, t.c.last_error, t.c.done_at)
         .where(t.c.state == DEAD)
         .order_by(t.c.id.desc())
         .limit(limit)
     )
     return [dict(r) for r in rows.mappings()]
-
-
-def dead_held(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
-    """Held changes that died unchecked, newest first."""
-    t = held_changes
-    rows = conn.execute(
-        select(
-            t.c.id,
-            t.c.provider,
-            t.c.event_id,
-            t.c.user_id,
-            t.c.user_login,
-            t.c.change,
-            t.c.received_at,
-            t.c.attempts,
-            t.c.last_error,
-            t.c.done_at,
-        )
-        .where(t.c.state == DEAD)
-        .order_by(t.c.id.desc())
-        .limit(limit)
-    )
-    found = []
-    for r in rows.mappings():
-        change = r["change"] or {}
-        found.append(
-            {
-                **{k: v for k, v in r.items() if k != "change"},
-                "kind": change.get("change"),
-                "group": change.get("group"),
-            }
-        )
-    return found
 
 
 def unresolved_removals(
