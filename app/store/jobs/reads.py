@@ -43,6 +43,16 @@ def open_twin(conn: Connection, key: JobKey) -> Job | None:
     return job_of(row) if row is not None else None
 
 
+def called_off(conn: Connection, ids: Collection[int]) -> dict[int, str]:
+    """Of these jobs, those a re-grant or an operator called off while running, with why."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.cancel_reason).where(
+            jobs.c.id.in_(list(ids)), jobs.c.cancel_reason.is_not(None)
+        )
+    )
+    return {int(job_id): str(reason) for job_id, reason in rows}
+
+
 def open_jobs_of(conn: Connection, cor_user_ids: Collection[str]) -> list[OpenJob]:
     """The pending and running jobs of these COR users, oldest first."""
     found: list[OpenJob] = []

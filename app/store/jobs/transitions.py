@@ -4,7 +4,7 @@ release on a SQLite start."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,23 +78,16 @@ def extend(conn: Connection, ids: Sequence[int], worker_id: str, lease_until: da
 
 
 def drop_called_off(
-    conn: Connection, ids: Collection[int], worker_id: str, now: datetime
-) -> dict[int, str]:
-    """Cancel the claimed jobs among `ids` a re-grant called off since the claim, before they
-    are sent; returns them with the reason."""
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.cancel_reason).where(
-            jobs.c.id.in_(list(ids)), jobs.c.cancel_reason.is_not(None)
-        )
-    )
-    called_off = {int(job_id): str(reason) for job_id, reason in rows}
+    conn: Connection, called_off: Mapping[int, str], worker_id: str, now: datetime
+) -> None:
+    """Cancel claimed jobs a re-grant called off since the claim (reads.called_off), before
+    they are sent, each with the reason."""
     for job_id, reason in called_off.items():
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
             .values(state=CANCELLED, updated_at=now, last_message=reason, lease_until=None)
         )
-    return called_off
 
 
 def complete(
@@ -127,8 +120,11 @@ def apply(
     """A failed call's outcome in one go, one decision per job it carried: retry(at), bury or
     split. Takes intake's turn: folding into a twin reads, then writes the outbox."""
     serialize_intake(conn)
+    outcomes: dict[AttemptOutcome, list[int]] = {}
     for job in group:
-        _record(conn, [job.id], attempt, _attempt_outcome(decisions[job.id]))
+        outcomes.setdefault(_attempt_outcome(decisions[job.id]), []).append(job.id)
+    for outcome, ids in outcomes.items():
+        _record(conn, ids, attempt, outcome)
     applied = Applied()
     at = {j.id: d.at for j in group if isinstance(d := decisions[j.id], Retry)}
     applied.folded |= retry(conn, [j for j in group if j.id in at], at, worker_id, attempt)
