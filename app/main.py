@@ -143,16 +143,10 @@ def create_app(
 
 
 def _worker(settings: Settings, db: Database, cor: CorClient) -> Worker:
-    policy = RetryPolicy(
-        max_attempts=settings.bridge_max_attempts,
-        max_age=timedelta(seconds=settings.bridge_max_age_seconds),
-        base_seconds=settings.bridge_retry_base_seconds,
-        max_seconds=settings.bridge_retry_max_seconds,
-    )
     return Worker(
         db,
         cor,
-        policy,
+        RetryPolicy.from_settings(settings),
         concurrency=settings.bridge_worker_concurrency,
         batch=settings.bridge_worker_batch,
         poll_seconds=settings.bridge_poll_seconds,

@@ -109,9 +109,10 @@ def cancel_job(conn: Connection, job_id: int) -> dict[str, Any]:
     if not found:
         raise InputError(f"no job with id {job_id}", status=404)
     reason = "cancelled by an operator"
-    if job_store.cancel_job(conn, job_id, now, reason):
+    called = job_store.cancel(conn, job_id, now, reason)
+    if called is job_store.Called.CANCELLED:
         return {"id": job_id, "state": job_store.CANCELLED}
-    if job_store.request_cancel(conn, job_id, now, reason):
+    if called is job_store.Called.ASKED:
         return {"id": job_id, "state": job_store.RUNNING, "detail": "will not be retried"}
     raise InputError(f"job {job_id} is {found[0]['state']}; nothing to cancel", status=409)
 

@@ -58,10 +58,13 @@ def replay_jobs(
     """Requeue every job the rules let through; the verdicts say what happened to each."""
     serialize_intake(conn)
     verdicts = judge_jobs(conn, mapping, ids)
+    done = []
     for verdict in verdicts:
         if verdict.skip is None:
-            job_store.requeue_job(conn, verdict.job["id"], verdict.job["state"], now)
-    return verdicts
+            # The outbox has the last word on "one pending job per detach".
+            verdict = Verdict(verdict.job, job_store.requeue(conn, verdict.job, now))
+        done.append(verdict)
+    return done
 
 
 def _why_not(conn: Connection, mapping: Mapping, job: dict[str, Any]) -> str | None:
@@ -73,9 +76,9 @@ def _why_not(conn: Connection, mapping: Mapping, job: dict[str, Any]) -> str | N
     unsafe = unsafe_segment_reason(job["cor_user_id"])
     if unsafe is not None:  # queued before intake refused such ids: it would die again
         return f"cannot be sent: the COR user id {unsafe}"
-    twins = job_store.find_open_jobs(conn, job["cor_user_id"], job["source"], job["workspace"])
-    if twins:
-        return f"job {twins[0].id} is already {twins[0].state} for the same detach"
+    twin = job_store.open_twin(conn, (job["cor_user_id"], job["source"], job["workspace"]))
+    if twin is not None:
+        return f"job {twin.id} is already {twin.state} for the same detach"
     return _still_granted(conn, mapping, job)
 
 

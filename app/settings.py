@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     bridge_worker_concurrency: int = Field(default=8, ge=1, le=256)
     bridge_worker_batch: int = Field(default=200, ge=1)
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
-    bridge_lease_seconds: float = Field(default=120.0, gt=0)
+    # A claim's lease: renewed every third of it while the claim is worked, so a killed
+    # replica's claims are taken over within about this long (issue #14: within 30 s).
+    bridge_lease_seconds: float = Field(default=15.0, gt=0)
     # A grace period before a removal is sent, so a quick re-add can cancel it.
     bridge_delivery_delay_seconds: float = Field(default=0.0, ge=0)
 

@@ -1,4 +1,4 @@
-"""The retry policy, as a pure decision: when to try a failed detach again, or give up."""
+"""The retry policy, as a pure decision: when to try a failed try again, or give up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from app.errors import RetryableError
+from app.errors import DeliveryError, RetryableError
+from app.settings import Settings
+from app.store.queue import Dead, Decision, Retry, Split
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,19 @@ class RetryPolicy:
     max_age: timedelta = timedelta(days=3)
     base_seconds: float = 2.0
     max_seconds: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """BRIDGE_MAX_ATTEMPTS, BRIDGE_MAX_AGE_SECONDS, BRIDGE_RETRY_BASE/MAX_SECONDS."""
+        return cls(
+            max_attempts=settings.bridge_max_attempts,
+            max_age=timedelta(seconds=settings.bridge_max_age_seconds),
+            base_seconds=settings.bridge_retry_base_seconds,
+            max_seconds=settings.bridge_retry_max_seconds,
+        )
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 def next_attempt_at(
@@ -43,3 +58,29 @@ def next_attempt_at(
     if when - created_at > policy.max_age:
         return None
     return when
+
+
+def decide(
+    policy: RetryPolicy,
+    error: DeliveryError,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    together: bool = False,
+    rand: random.Random | None = None,
+) -> Decision:
+    """What a failed try comes to, after `attempts` tries: Retry(at), Dead(why) or Split.
+
+    A retryable error is tried again with backoff until the attempts or the age run out; any
+    other refusal is final for a call that carried one job (`together` False), and a call
+    that carried several is split: each tried alone, so one bad workspace sinks nothing else.
+    """
+    if isinstance(error, RetryableError):
+        at = next_attempt_at(
+            policy, error, attempts=attempts, created_at=created_at, now=now, rand=rand
+        )
+        if at is None:
+            return Dead(f"gave up after {attempts} attempts: {error.message}", gave_up=True)
+        return Retry(at)
+    return Split() if together else Dead(error.message)

@@ -1,13 +1,18 @@
-"""The worker: claims due jobs, coalesces them per COR user, detaches, records the outcome."""
+"""The worker: claim -> coalesce -> detach -> apply, over the outbox, until stopped.
+
+A round claims due jobs (app/drain.py keeps the claim's lease alive), coalesces them into
+one call per COR user, detaches, and applies what COR answered in one transition of the
+outbox (app/store/jobs): complete, or what app/delivery/retry.py decides of a failure
+(retry at, bury, split).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import groupby
 
 import anyio
@@ -16,21 +21,19 @@ from sqlalchemy import Connection
 
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
-from app.delivery.retry import RetryPolicy, next_attempt_at
+from app.delivery.retry import RetryPolicy, decide
+from app.drain import Drained, Drainer, bug, utcnow
 from app.errors import DeliveryError, PermanentError, RetryableError
 from app.rounds import Rounds
 from app.store import Database
 from app.store import jobs as job_store
 from app.store.batch import GroupCommit
-from app.store.db import serialize_intake
-from app.store.jobs import Job
+from app.store.jobs import Attempt, Job
+from app.store.queue import Retry
 
 log = structlog.get_logger(__name__)
 
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
+__all__ = ["Worker", "coalesce", "utcnow"]
 
 
 def coalesce(jobs: list[Job]) -> list[list[Job]]:
@@ -49,7 +52,7 @@ def coalesce(jobs: list[Job]) -> list[list[Job]]:
     return groups
 
 
-class Worker:
+class Worker(Drained):
     """Drains the outbox until stopped; one instance per process."""
 
     def __init__(
@@ -61,7 +64,7 @@ class Worker:
         concurrency: int = 8,
         batch: int = 200,
         poll_seconds: float = 1.0,
-        lease: timedelta = timedelta(minutes=2),
+        lease: timedelta = timedelta(seconds=15),
         release_on_start: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -69,28 +72,24 @@ class Worker:
         self.cor = cor
         self.policy = policy
         self.worker_id = uuid.uuid4().hex[:12]
-        self._limit = asyncio.Semaphore(concurrency)
-        self._batch = batch
-        self._poll = poll_seconds
-        self._lease = lease
         self._release_on_start = release_on_start
         self._clock = clock
-        self.rounds = Rounds("worker")
+        self.drainer = Drainer(
+            "worker", db, self.worker_id,
+            claim=job_store.claim, extend=job_store.extend, id_of=lambda j: j.id,
+            work=self._work, batch=batch, concurrency=concurrency, poll_seconds=poll_seconds,
+            lease=lease, clock=clock,
+        )  # fmt: skip
         # Successful detaches that finish together are recorded in one commit.
         self._settled = GroupCommit(db)
 
-    def wake(self) -> None:
-        """New work was committed: look now rather than at the next poll."""
-        self.rounds.wake()
-
     @property
-    def last_beat(self) -> float | None:
-        """When the latest round started (monotonic), for /readyz."""
-        return self.rounds.last_beat
+    def rounds(self) -> Rounds:
+        """The drainer's rounds (their wake-up and beat)."""
+        return self.drainer.rounds
 
     async def run(self) -> None:
         """Deliver until cancelled; a failing round is logged and retried, never fatal."""
-        self.rounds.last_beat = time.monotonic()  # alive from the start, for /readyz
         if self._release_on_start:
             try:
                 released = await anyio.to_thread.run_sync(self._release)
@@ -101,88 +100,45 @@ class Worker:
                 if released:
                     log.info("worker_released_claims", jobs=released)
         log.info("worker_started", worker_id=self.worker_id)
-        await self.rounds.loop(self._round, after_error=self._poll)
+        await self.drainer.run()
 
-    async def _round(self) -> float:
-        return 0.0 if await self.run_once() else self._poll
-
-    async def run_once(self) -> int:
-        """Claim one batch of due jobs and deliver it; returns how many were claimed."""
-        jobs = await anyio.to_thread.run_sync(self._claim)
-        if jobs:
-            async with anyio.create_task_group() as tg:
-                # A batch can outlast its lease while COR is slow (200 jobs, 8 at a time, 10 s
-                # timeouts): keep the claim alive, or another replica sends them all again.
-                tg.start_soon(self._keep_claims, [j.id for j in jobs])
-                async with anyio.create_task_group() as deliveries:
-                    for group in coalesce(jobs):
-                        deliveries.start_soon(self._deliver, group)
-                tg.cancel_scope.cancel()
-        return len(jobs)
-
-    async def _keep_claims(self, ids: list[int]) -> None:
-        every = self._lease.total_seconds() / 3
-        while True:
-            await anyio.sleep(every)
-            try:
-                await anyio.to_thread.run_sync(self._extend, ids)
-            except Exception:  # the lease lapses and another worker takes over: no loss
-                log.exception("worker_lease_not_extended")
-
-    def _extend(self, ids: list[int]) -> None:
-        with self.db.begin() as conn:
-            job_store.extend_claims(conn, ids, self.worker_id, self._clock() + self._lease)
+    async def _work(self, jobs: list[Job]) -> None:
+        await self.drainer.each(coalesce(jobs), self._deliver)
 
     def _release(self) -> int:
         with self.db.begin() as conn:
-            return job_store.release_claims(conn, self._clock())
-
-    def _claim(self) -> list[Job]:
-        with self.db.begin() as conn:
-            return job_store.claim_due_jobs(
-                conn,
-                now=self._clock(),
-                limit=self._batch,
-                lease=self._lease,
-                worker_id=self.worker_id,
-            )
+            return job_store.release(conn, self._clock())
 
     async def _deliver(self, group: list[Job]) -> None:
-        first = group[0]
         ids = [j.id for j in group]
-        with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=first.cor_user_id):
-            async with self._limit:
-                # Claimed a while ago, perhaps: drop what a re-grant called off meanwhile.
-                group = await anyio.to_thread.run_sync(self._still_wanted, group)
-                if not group:
-                    return
-                first = group[0]
-                # Twins (one detach queued twice) travel together; COR hears each workspace once.
-                workspaces = list(dict.fromkeys(j.workspace for j in group))
-                started = time.perf_counter()
-                outcome = await self._detach(first, workspaces)
-                ms = _ms(started)
-                metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
-                try:
-                    if isinstance(outcome, DetachResult):
-                        await self._done(group, outcome, ms)
-                    elif isinstance(outcome, RetryableError):
-                        await anyio.to_thread.run_sync(self._retry_later, group, outcome, ms)
-                    else:
-                        await anyio.to_thread.run_sync(self._give_up, group, outcome, ms)
-                except Exception:
-                    # Not fatal to the round's other deliveries: these jobs keep their claim
-                    # until the lease lapses, then go again.
-                    log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
+        with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=group[0].cor_user_id):
+            # Claimed a while ago, perhaps: drop what a re-grant called off meanwhile.
+            group = await anyio.to_thread.run_sync(self._still_wanted, group)
+            if not group:
+                return
+            # Twins (one detach queued twice) travel together; COR hears each workspace once.
+            workspaces = list(dict.fromkeys(j.workspace for j in group))
+            started = time.perf_counter()
+            outcome = await self._detach(group[0], workspaces)
+            ms = int((time.perf_counter() - started) * 1000)
+            metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
+            try:
+                if isinstance(outcome, DetachResult):
+                    await self._done(group, outcome, ms)
+                else:
+                    await anyio.to_thread.run_sync(self._apply, group, outcome, ms)
+            except Exception:
+                # Not fatal to the round's other deliveries: these jobs keep their claim
+                # until the lease lapses, then go again.
+                log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
 
     def _still_wanted(self, group: list[Job]) -> list[Job]:
         """The jobs of `group` nobody called off since the claim; the others end cancelled."""
-        with self.db.read() as conn:
-            called_off = job_store.cancel_requests(conn, [j.id for j in group])
+        with self.db.read() as conn:  # a read: no write turn for the common case
+            called_off = job_store.called_off(conn, [j.id for j in group])
         if called_off:
             with self.db.begin() as conn:
-                for job_id, reason in called_off.items():
-                    job_store.cancel_claimed(conn, job_id, self._clock(), reason, self.worker_id)
+                job_store.drop_called_off(conn, called_off, self.worker_id, self._clock())
             metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc(len(called_off))
             log.info("detach_called_off", job_ids=sorted(called_off))
         return [j for j in group if j.id not in called_off]
@@ -198,26 +154,15 @@ class Worker:
             # operator replays it once fixed), the traceback is in the log, and the round's
             # other deliveries go on (raising would cancel them mid-flight).
             log.exception("detach_crashed")
-            text = f"a bug in the bridge stopped this detach ({type(exc).__name__}; see the log)"
-            return PermanentError(text, code="BRIDGE_BUG")
+            return bug(exc, "detach")
 
     async def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
         now = self._clock()
         ids = [j.id for j in group]
+        attempt = Attempt(now, ms, status=result.status)
 
         def record(conn: Connection) -> None:
-            job_store.record_attempts(
-                conn, ids, at=now, outcome="done", duration_ms=ms, status=result.status
-            )
-            job_store.settle_jobs(
-                conn,
-                ids,
-                worker_id=self.worker_id,
-                state=job_store.DONE,
-                now=now,
-                status=result.status,
-                remaining=result.remaining,
-            )
+            job_store.complete(conn, ids, self.worker_id, attempt, result.remaining)
 
         await self._settled.run(record)
         for job in group:
@@ -232,55 +177,32 @@ class Worker:
             still_listed=still or None,
         )
 
-    def _retry_later(self, group: list[Job], exc: RetryableError, ms: int) -> None:
+    def _apply(self, group: list[Job], exc: DeliveryError, ms: int) -> None:
+        """What the failure comes to for each job, applied in one transition."""
         now = self._clock()
         # One jitter draw for the whole call, so jobs that failed together retry together.
         seed = random.random()  # noqa: S311 - jitter, not security
-        plan = {
-            job.id: next_attempt_at(
-                self.policy,
-                exc,
-                attempts=job.attempts + 1,
-                created_at=job.created_at,
-                now=now,
-                rand=random.Random(seed),  # noqa: S311
+        decisions = {
+            job.id: decide(
+                self.policy, exc, attempts=job.attempts + 1, created_at=job.created_at,
+                now=now, together=len(group) > 1, rand=random.Random(seed),  # noqa: S311
             )
             for job in group
-        }
+        }  # fmt: skip
+        attempt = Attempt(now, ms, status=exc.status, code=exc.code, message=exc.message)
         with self.db.begin() as conn:
-            # Folding into a twin reads, then writes the outbox: no intake may run in between.
-            serialize_intake(conn)
-            job_store.record_attempts(
-                conn,
-                [j.id for j in group],
-                at=now,
-                outcome="retry",
-                duration_ms=ms,
-                status=exc.status,
-                code=exc.code,
-                message=exc.message,
-            )
-            retrying = self._fold_twins(conn, [j for j in group if plan[j.id]], exc, now)
-            for job in [j for j in group if not plan[j.id]] + retrying:
-                when = plan[job.id]
-                state = job_store.PENDING if when else job_store.DEAD
-                message = (
-                    exc.message
-                    if when
-                    else f"gave up after {job.attempts + 1} attempts: {exc.message}"
-                )
-                job_store.settle_jobs(
-                    conn,
-                    [job.id],
-                    worker_id=self.worker_id,
-                    state=state,
-                    now=now,
-                    next_attempt_at=when,
-                    status=exc.status,
-                    code=exc.code,
-                    message=message,
-                )
+            applied = job_store.apply(conn, group, decisions, self.worker_id, attempt)
+        for job_id, twin in applied.folded.items():
+            log.info("detach_folded_into_twin", job_id=job_id, twin_job_id=twin)
+        for state in applied.states.values():
+            if state != job_store.PENDING or not isinstance(exc, PermanentError):
                 metrics.JOBS_SETTLED.labels(state).inc()
+        if isinstance(exc, RetryableError):
+            for job in group:
+                if job.id in applied.folded:
+                    continue
+                decision = decisions[job.id]
+                when = decision.at if isinstance(decision, Retry) else None
                 log.warning(
                     "detach_failed",
                     job_id=job.id,
@@ -289,104 +211,9 @@ class Worker:
                     status=exc.status,
                     error=exc.message,
                 )
-
-    def _give_up(self, group: list[Job], exc: DeliveryError, ms: int) -> None:
-        now = self._clock()
-        ids = [j.id for j in group]
-        with self.db.begin() as conn:
-            serialize_intake(conn)
-            job_store.record_attempts(
-                conn,
-                ids,
-                at=now,
-                outcome="dead" if len(group) == 1 else "split",
-                duration_ms=ms,
-                status=exc.status,
-                code=exc.code,
-                message=exc.message,
-            )
-            if len(group) > 1:
-                # One bad workspace must not sink the others: try each alone, now.
-                job_store.settle_jobs(
-                    conn,
-                    [j.id for j in self._fold_twins(conn, group, exc, now)],
-                    worker_id=self.worker_id,
-                    state=job_store.PENDING,
-                    now=now,
-                    next_attempt_at=now,
-                    status=exc.status,
-                    code=exc.code,
-                    message=exc.message,
-                    solo=True,
-                )
-            else:
-                job_store.settle_jobs(
-                    conn,
-                    ids,
-                    worker_id=self.worker_id,
-                    state=job_store.DEAD,
-                    now=now,
-                    status=exc.status,
-                    code=exc.code,
-                    message=exc.message,
-                )
-                metrics.JOBS_SETTLED.labels(job_store.DEAD).inc()
-        log.error(
-            "detach_refused",
-            status=exc.status,
-            code=exc.code,
-            error=exc.message,
-            split=len(group) > 1,
-        )
-        if len(group) > 1:
+            return
+        split = len(group) > 1
+        log.error("detach_refused", status=exc.status, code=exc.code, error=exc.message,
+                  split=split)  # fmt: skip
+        if split:
             self.wake()
-
-    def _fold_twins(
-        self, conn: Connection, group: list[Job], exc: DeliveryError, now: datetime
-    ) -> list[Job]:
-        """The jobs of `group` that may go back to pending; each other one is closed as a twin.
-
-        The outbox allows one pending job per (user, source, workspace). A removal queued while
-        this call was in flight, or claimed with it, asks for the same detach, so the older job
-        folds into the newer one instead of breaking that rule (and the whole round with it).
-        """
-        ids = {j.id for j in group}
-        newest: dict[tuple[str, str, str], Job] = {}
-        for job in sorted(group, key=lambda j: j.id):
-            newest[_detach_key(job)] = job
-        into: dict[int, int] = {}
-        for key, job in newest.items():
-            queued = [
-                t.id
-                for t in job_store.find_open_jobs(conn, *key)
-                if t.state == job_store.PENDING and t.id not in ids
-            ]
-            if queued:
-                into[job.id] = queued[0]
-        for job in group:
-            keeper = newest[_detach_key(job)]
-            if job is not keeper:
-                into[job.id] = into.get(keeper.id, keeper.id)
-        for job_id, twin in into.items():
-            job_store.settle_jobs(
-                conn,
-                [job_id],
-                worker_id=self.worker_id,
-                state=job_store.CANCELLED,
-                now=now,
-                status=exc.status,
-                code=exc.code,
-                message=f"folded into job {twin}, which asks for the same detach "
-                f"(this try: {exc.message})",
-            )
-            metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc()
-            log.info("detach_folded_into_twin", job_id=job_id, twin_job_id=twin)
-        return [j for j in group if j.id not in into]
-
-
-def _detach_key(job: Job) -> tuple[str, str, str]:
-    return job.cor_user_id, job.source, job.workspace
-
-
-def _ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)

@@ -3,45 +3,43 @@
 Claims due inbox rows, asks Graph what the mapping needs (a group's name, a user's login or
 mail, the user's current groups for the still-granted rule) and runs intake on the results
 in one transaction that also marks the rows done. A lookup that fails for a reason that may
-pass (429, 5xx, network, a missing permission) leaves its row pending with backoff; a user
-Graph no longer knows is looked up in what the bridge saw of them before, and otherwise
-recorded as ignored with the reason. Without Graph credentials nothing is looked up.
+pass (429, 5xx, network) leaves its row pending with backoff (BRIDGE_RETRY_*); one Graph
+refuses for good (a missing permission, say), one past BRIDGE_MAX_AGE_SECONDS, or one a bug
+in the bridge stopped is a dead letter: in the member's history, the admin dead letters,
+and replayable once fixed (app/dead_letters.py). A user Graph no longer knows is looked up
+in what the bridge saw of them before, and otherwise recorded as ignored with the reason.
+Without Graph credentials nothing is looked up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
 from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
-from app.errors import BridgeError, PermanentError, RetryableError
-from app.graph.backoff import retry_delay
+from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
+from app.drain import Drained, Drainer, bug, utcnow
+from app.errors import DeliveryError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
 from app.graph.origins import origin_note
 from app.http import NotFoundError
-from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import graph as graph_store
 from app.store import memberships as membership_store
 from app.store.graph import InboxRow
+from app.store.queue import Dead, Retry
 
 log = structlog.get_logger(__name__)
 
 USER_FIELDS = frozenset(UserRef.model_fields)
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -100,11 +98,11 @@ class Deferred:
     """An inbox row whose lookups failed this time."""
 
     row: InboxRow
-    error: BridgeError
+    error: DeliveryError
 
 
-class Resolver:
-    """Drains the Graph inbox until cancelled; one per process."""
+class Resolver(Drained):
+    """Drains the Graph inbox until cancelled; one per process (a Drainer, app/drain.py)."""
 
     def __init__(
         self,
@@ -116,8 +114,9 @@ class Resolver:
         # acknowledgement waits for the write lock behind it.
         batch: int = 20,
         concurrency: int = 8,
-        lease: timedelta = timedelta(minutes=2),
+        lease: timedelta = timedelta(seconds=15),
         max_age: timedelta = timedelta(days=3),
+        retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], datetime] = utcnow,
         write_turn: Callable[[], AbstractAsyncContextManager[object]] = nullcontext,
     ) -> None:
@@ -125,99 +124,76 @@ class Resolver:
         self._turn = write_turn
         self.directory = directory
         self.worker_id = "graph-" + uuid.uuid4().hex[:12]
-        self._poll = poll_seconds
-        self._batch = batch
-        self._limit = asyncio.Semaphore(concurrency)
-        self._lease = lease
-        self._max_age = max_age  # then a failing entry is a dead letter, not retried for ever
+        # The delivery's backoff and age limit (then a dead letter); a lookup has no attempt
+        # limit of its own.
+        self._retry = replace(retry, max_age=max_age, max_attempts=2**31)
         self._clock = clock
-        self.rounds = Rounds("graph_resolver")
-
-    def wake(self) -> None:
-        """New entries were committed: look now rather than at the next poll."""
-        self.rounds.wake()
-
-    @property
-    def last_beat(self) -> float | None:
-        """When the latest round started (monotonic), for /readyz."""
-        return self.rounds.last_beat
+        self.drainer = Drainer(
+            "graph_resolver", bridge.db, self.worker_id,
+            claim=graph_store.claim_inbox, extend=graph_store.INBOX.extend, id_of=lambda r: r.id,
+            work=self._work, batch=batch, concurrency=concurrency, poll_seconds=poll_seconds,
+            lease=lease, clock=clock, turn=write_turn,
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Resolve until cancelled; a failing round is logged and retried, never fatal."""
         log.info("graph_resolver_started", worker_id=self.worker_id, lookups=bool(self.directory))
-        await self.rounds.loop(self._round, after_error=self._poll)
+        await self.drainer.run()
 
-    async def _round(self) -> float:
-        return 0.0 if await self.run_once() else self._poll
-
-    async def run_once(self) -> int:
-        """Resolve one batch of due entries; returns how many were claimed."""
-        async with self._turn():
-            rows = await anyio.to_thread.run_sync(self._claim)
-        if not rows:
-            return 0
+    async def _work(self, rows: list[InboxRow]) -> None:
         needs = mapping_needs(self.bridge.mapping)
-        outcomes = await asyncio.gather(*(self._resolve_limited(row, needs) for row in rows))
+        outcomes = await self.drainer.each(rows, lambda row: self._attempt(row, needs))
         resolved = [o for o in outcomes if isinstance(o, Resolved)]
-        deferred = [o for o in outcomes if isinstance(o, Deferred)]
+        failed = [o for o in outcomes if isinstance(o, Deferred)]
         async with self._turn():
             if resolved:
                 await self.bridge.transact(lambda conn: self._finish(conn, resolved))
-            dead = await anyio.to_thread.run_sync(self._defer, deferred) if deferred else []
-            if dead:
-                await self.bridge.submit(dead)
-        return len(rows)
-
-    def _claim(self) -> list[InboxRow]:
-        with self.bridge.db.begin() as conn:
-            return graph_store.claim_inbox(
-                conn,
-                now=self._clock(),
-                limit=self._batch,
-                worker_id=self.worker_id,
-                lease=self._lease,
-            )
+            if failed:
+                await self.bridge.transact(lambda conn: self._fail(conn, failed))
 
     def _finish(
         self, conn: Connection, resolved: list[Resolved]
     ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
         ids = [r.row.id for r in resolved]
-        held = graph_store.finish_inbox(conn, ids, self.worker_id, self._clock())
+        held = graph_store.INBOX.finish(conn, ids, self.worker_id, self._clock())
         # A row whose claim lapsed and was taken by another replica is theirs to hand in.
         items = [r.item for r in resolved if r.row.id in held]
         return None, [i.settle(conn) if isinstance(i, Unknown) else i for i in items]
 
-    def _defer(self, deferred: list[Deferred]) -> list[IgnoredEvent]:
-        """Try each again later; one failing past the age limit is a dead letter instead."""
+    def _fail(
+        self, conn: Connection, failed: list[Deferred]
+    ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
+        """Each failed entry is tried again later, or is a dead letter: refused (a permanent
+        error, a bug) or past the age limit; the dead letter is in the member's history."""
         now = self._clock()
-        dead: list[IgnoredEvent] = []
-        with self.bridge.db.begin() as conn:
-            for d in deferred:
-                age = now - d.row.received_at
-                if age >= self._max_age:
-                    if graph_store.bury_inbox(conn, d.row.id, self.worker_id, now, str(d.error)):
-                        dead.append(_dead_letter(d, age))
-                        log.error("graph_lookup_dead_letter", event_id=d.row.dedupe_key)
-                    continue
-                delay = retry_delay(d.error, d.row.attempts + 1)
-                graph_store.defer_inbox(
-                    conn, d.row.id, self.worker_id, now + timedelta(seconds=delay), str(d.error)
-                )
+        dead: list[MembershipChange | IgnoredEvent] = []
+        for d in failed:
+            row, error = d.row, d.error
+            decision = self.drainer.fail(conn, graph_store.INBOX, row, error, self._retry)
+            if decision is None:
+                continue  # taken over by another replica meanwhile
+            if isinstance(decision, Dead):
+                dead.append(_dead_letter(row, decision, now))
+                log.error("graph_lookup_dead_letter", event_id=row.dedupe_key, error=str(error))
+            else:
+                assert isinstance(decision, Retry)
                 log.warning(
                     "graph_lookup_failed",
-                    event_id=d.row.dedupe_key,
-                    member_id=d.row.member_id,
-                    error=str(d.error),
-                    retry_in_seconds=round(delay, 1),
+                    event_id=row.dedupe_key,
+                    member_id=row.member_id,
+                    error=str(error),
+                    retry_in_seconds=round((decision.at - now).total_seconds(), 1),
                 )
-        return dead
+        return None, dead
 
-    async def _resolve_limited(self, row: InboxRow, needs: Needs) -> Resolved | Deferred:
-        async with self._limit:
-            try:
-                return Resolved(row, await self.resolve(row, needs))
-            except (RetryableError, PermanentError) as exc:
-                return Deferred(row, exc)
+    async def _attempt(self, row: InboxRow, needs: Needs) -> Resolved | Deferred:
+        try:
+            return Resolved(row, await self.resolve(row, needs))
+        except DeliveryError as exc:
+            return Deferred(row, exc)
+        except Exception as exc:
+            log.exception("graph_lookup_crashed", event_id=row.dedupe_key)
+            return Deferred(row, bug(exc, "lookup"))
 
     async def resolve(self, row: InboxRow, needs: Needs) -> MembershipChange | Unknown:
         """The change an inbox row stands for, with what Graph says about it."""
@@ -279,18 +255,23 @@ class Resolver:
         return tuple(g for g in groups if mapping.workspaces_for("entra", g))
 
 
-def _dead_letter(d: Deferred, age: timedelta) -> IgnoredEvent:
-    row = d.row
-    hours = round(age.total_seconds() / 3600, 1)
+def _dead_letter(row: InboxRow, dead: Dead, now: datetime) -> IgnoredEvent:
+    """The history line of an entry that died: why, and what the operator can do."""
+    if dead.gave_up:
+        hours = round((now - row.received_at).total_seconds() / 3600, 1)
+        why = f"Graph could not be asked for {hours} h ({dead.reason})"
+    else:
+        why = f"the lookup was refused ({dead.reason})"
     return IgnoredEvent(
         provider="entra",
-        event_id=row.dedupe_key,
+        # Its own event id: the entry's, once replayed, reaches intake under that one.
+        event_id=f"{row.dedupe_key}~dead-{int(now.timestamp())}",
         occurred_at=row.occurred_at,
         kind="graph.removed (unresolved)" if row.removed else "graph.added (unresolved)",
         reason=(
-            f"dead letter: Graph could not be asked for {hours} h ({d.error}); nothing was "
-            "decided on a guess: check the member's groups in Entra and detach by hand "
-            "(POST /admin/changes)"
+            f"dead letter: {why}; nothing was decided on a guess: replay it once fixed "
+            f"(POST /admin/dead-letters/replay, inbox {row.id}) or check the member's groups "
+            "in Entra and detach by hand (POST /admin/changes)"
         ),
         user=UserRef(id=row.member_id),
         group=GroupRef(id=row.group_id),

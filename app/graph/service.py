@@ -15,6 +15,7 @@ import anyio
 import httpx
 import structlog
 
+from app.delivery.retry import RetryPolicy
 from app.graph.client import GraphClient
 from app.graph.config import credentials
 from app.graph.delta import DeltaPoller
@@ -89,7 +90,9 @@ class GraphService:
             self.bridge,
             self.directory,
             poll_seconds=self.settings.bridge_poll_seconds,
+            lease=timedelta(seconds=self.settings.bridge_lease_seconds),
             max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
+            retry=RetryPolicy.from_settings(self.settings),
             write_turn=self.write_turn,
         )
         self._spawn(self.resolver.run(), "cor-bridge-graph-resolver")

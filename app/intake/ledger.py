@@ -30,7 +30,7 @@ from app.store import events as event_store
 from app.store import jobs as job_store
 from app.store import memberships as membership_store
 from app.store.events import NewEvent
-from app.store.jobs import CANCELLED, PENDING, RUNNING, NewJob
+from app.store.jobs import CANCELLED, PENDING, RUNNING, Called, NewJob
 from app.store.memberships import Membership
 
 JobKey = tuple[str, str, str]  # (COR user, source, workspace): one detach
@@ -196,28 +196,24 @@ class Ledger:
         assert job.id is not None
         if job.id in self._held:
             return True
-        if job_store.hold_pending(self.conn, job.id):
+        if job_store.join(self.conn, job.id):
             self._held.add(job.id)
             return True
         job.state = RUNNING  # or finished: a later re-grant's cancel finds out which
         return False
 
-    def cancel(self, job: JobRef, now: datetime, reason: str) -> str | None:
+    def cancel(self, job: JobRef, now: datetime, reason: str) -> Called | None:
         """Call off a job: "cancelled" when it was pending, "asked" when it is being
         delivered (it will not be retried), None when it is neither any more."""
         if job.new is not None:  # not written yet: it is written cancelled
             job.state = CANCELLED
             job.new = replace(job.new, state=CANCELLED, last_message=reason)
-            return "cancelled"
+            return Called.CANCELLED
         assert job.id is not None
-        if job_store.cancel_job(self.conn, job.id, now, reason):
-            job.state = CANCELLED
-            return "cancelled"
-        if job_store.request_cancel(self.conn, job.id, now, reason):
-            job.state = RUNNING
-            return "asked"
-        job.state = "gone"  # done, dead or cancelled meanwhile
-        return None
+        called = job_store.cancel(self.conn, job.id, now, reason)
+        states = {Called.CANCELLED: CANCELLED, Called.ASKED: RUNNING}
+        job.state = states[called] if called else "gone"  # done, dead or cancelled meanwhile
+        return called
 
     # -- the end ------------------------------------------------------------------------
 
@@ -246,13 +242,10 @@ class Ledger:
         for job in self._new_jobs:
             assert job.new is not None and job.event is not None and job.event.id is not None
             rows.append(replace(job.new, event_id=job.event.id))
-        for job, job_id in zip(self._new_jobs, job_store.insert_jobs(self.conn, rows), strict=True):
-            if job_id is None:  # its detach became pending meanwhile: join that one
-                job_id = job_store.pending_job_id(self.conn, *job.key)
-                if job_id is None:
-                    raise RuntimeError(f"the pending job of {job.key} went away while joining it")
-                job.created = False
+        placed = job_store.enqueue(self.conn, rows)
+        for job, (job_id, created) in zip(self._new_jobs, placed, strict=True):
             job.id = job_id
+            job.created = created  # False: its detach became pending meanwhile, joined
 
 
 def _names_new_jobs(event: EventRef) -> bool:

@@ -4,39 +4,35 @@ A removal or deactivation from Okta (hook or System Log) is stored, acknowledged
 this drainer claims held changes, asks Okta once per user for their status and current
 groups, and hands the changes to intake with `member_of` set to Okta's answer, in one
 transaction that also marks them done. Okta unreachable (429, 5xx, network, refused
-credentials) leaves them held with backoff: nothing is detached on a guess. One that still
-cannot be checked after BRIDGE_MAX_AGE_SECONDS becomes a dead letter that says so.
+credentials) leaves them held with backoff (BRIDGE_RETRY_*): nothing is detached on a guess.
+One that still cannot be checked after BRIDGE_MAX_AGE_SECONDS, or that Okta refuses for good
+(or that a bug in the bridge stops), becomes a dead letter at once: in the user's history,
+the admin dead letters, and replayable (app/dead_letters.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-import anyio
 import structlog
 from sqlalchemy import Connection
 
 from app import metrics
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
-from app.delivery.retry import RetryPolicy, next_attempt_at
-from app.errors import BridgeError, PermanentError, RetryableError
+from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
+from app.drain import Drained, Drainer, bug, utcnow
+from app.errors import DeliveryError
 from app.http import NotFoundError
 from app.okta.client import OktaClient
-from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import held as held_store
 from app.store.held import HeldChange
+from app.store.queue import Dead, Retry
 
 log = structlog.get_logger(__name__)
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -52,13 +48,12 @@ class Answer:
         return self.status in ("DEPROVISIONED", "DELETED")
 
 
-DEFAULT_RETRY = RetryPolicy()
-Answers = dict[str, Answer | BridgeError]
-Failed = list[tuple[HeldChange, Answer | BridgeError]]
+Answers = dict[str, Answer | DeliveryError]
+Failed = list[tuple[HeldChange, Answer | DeliveryError]]
 
 
-class OktaChecker:
-    """Drains held Okta changes until cancelled; one per process."""
+class OktaChecker(Drained):
+    """Drains held Okta changes until cancelled; one per process (a Drainer, app/drain.py)."""
 
     def __init__(
         self,
@@ -68,71 +63,52 @@ class OktaChecker:
         batch: int = 50,
         concurrency: int = 4,
         poll_seconds: float = 1.0,
-        lease: timedelta = timedelta(minutes=2),
+        lease: timedelta = timedelta(seconds=15),
         retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.bridge = bridge
         self.client = client
         self.worker_id = "okta-" + uuid.uuid4().hex[:12]
-        self._batch = batch
-        self._limit = asyncio.Semaphore(concurrency)
-        self._poll = poll_seconds
-        self._lease = lease
         # The delivery's backoff and age limit; a held change has no attempt limit of its own.
         self._retry = replace(retry, max_attempts=2**31)
         self._clock = clock
-        self.rounds = Rounds("okta_checker")
-
-    def wake(self) -> None:
-        """New changes were held: look now rather than at the next poll."""
-        self.rounds.wake()
+        self.drainer = Drainer(
+            "okta_checker", bridge.db, self.worker_id,
+            claim=held_store.claim, extend=held_store.HELD.extend, id_of=lambda r: r.id,
+            work=self._work, batch=batch, concurrency=concurrency, poll_seconds=poll_seconds,
+            lease=lease, clock=clock,
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Check until cancelled; a failing round is logged and retried, never fatal."""
         log.info("okta_checker_started", worker_id=self.worker_id)
-        await self.rounds.loop(self._round, after_error=self._poll)
+        await self.drainer.run()
 
-    async def _round(self) -> float:
-        return 0.0 if await self.run_once() else self._poll
-
-    async def run_once(self) -> int:
-        """Check one batch of due held changes; returns how many were claimed."""
-        rows = await anyio.to_thread.run_sync(self._claim)
-        if not rows:
-            return 0
+    async def _work(self, rows: list[HeldChange]) -> None:
         users = list(dict.fromkeys(r.change.user.id for r in rows))
-        answers = dict(zip(users, await asyncio.gather(*map(self._ask, users)), strict=True))
+        answers = dict(zip(users, await self.drainer.each(users, self._ask), strict=True))
         ready = [r for r in rows if isinstance(answers[r.change.user.id], Answer)]
         if ready:
             await self.bridge.transact(lambda conn: self._finish(conn, ready, answers))
         failed = [(r, answers[r.change.user.id]) for r in rows if r not in ready]
         if failed:
-            await self._fail(failed)
-        return len(rows)
+            await self.bridge.transact(lambda conn: self._fail(conn, failed))
 
-    def _claim(self) -> list[HeldChange]:
-        with self.bridge.db.begin() as conn:
-            return held_store.claim(
-                conn, now=self._clock(), limit=self._batch, worker_id=self.worker_id,
-                lease=self._lease,
-            )  # fmt: skip
-
-    async def _ask(self, user_id: str) -> Answer | BridgeError:
-        async with self._limit:
+    async def _ask(self, user_id: str) -> Answer | DeliveryError:
+        try:
             try:
-                try:
-                    user = await self.client.get_user(user_id)
-                except NotFoundError:
-                    return Answer((), "DELETED")
-                groups = await self.client.user_groups(user_id)
-            except (RetryableError, PermanentError) as exc:
-                metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
-                return exc
-            except Exception as exc:  # a bug: held and retried like an outage, and logged
-                log.exception("okta_check_crashed", user_id=user_id)
-                metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
-                return RetryableError(f"unexpected error asking Okta ({type(exc).__name__})")
+                user = await self.client.get_user(user_id)
+            except NotFoundError:
+                return Answer((), "DELETED")
+            groups = await self.client.user_groups(user_id)
+        except DeliveryError as exc:
+            metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
+            return exc
+        except Exception as exc:  # a bug: stopped as a dead letter, not retried, and logged
+            log.exception("okta_check_crashed", user_id=user_id)
+            metrics.DIRECTORY_CALLS.labels("okta", "error").inc()
+            return bug(exc, "check")
         metrics.DIRECTORY_CALLS.labels("okta", "ok").inc()
         mapping = self.bridge.mapping
         # Only groups that grant something matter; the rest would bloat the history.
@@ -142,7 +118,7 @@ class OktaChecker:
     def _finish(
         self, conn: Connection, ready: Sequence[HeldChange], answers: Answers
     ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
-        mine = held_store.finish(conn, [r.id for r in ready], self.worker_id, self._clock())
+        mine = held_store.HELD.finish(conn, [r.id for r in ready], self.worker_id, self._clock())
         # A row whose claim lapsed and was taken by another replica is theirs to hand in.
         changes: list[MembershipChange | IgnoredEvent] = []
         for row in ready:
@@ -151,38 +127,33 @@ class OktaChecker:
                 changes.append(_with_answer(row.change, answer))
         return None, changes
 
-    async def _fail(self, failed: Failed) -> None:
-        dead = await anyio.to_thread.run_sync(self._defer_or_bury, failed)
-        for item in dead:
-            log.error("okta_check_dead_letter", event_id=item.event_id, reason=item.reason)
-        if dead:
-            await self.bridge.submit(dead)
-
-    def _defer_or_bury(self, failed: Failed) -> list[IgnoredEvent]:
+    def _fail(
+        self, conn: Connection, failed: Failed
+    ) -> tuple[None, list[MembershipChange | IgnoredEvent]]:
+        """Each failed change stays held with backoff, or is a dead letter: refused (a
+        permanent error, a bug) or past the age limit; its history line says so."""
         now = self._clock()
-        dead: list[IgnoredEvent] = []
-        with self.bridge.db.begin() as conn:
-            for row, error in failed:
-                assert not isinstance(error, Answer)
-                text = str(error)
-                wait = error if isinstance(error, RetryableError) else RetryableError(text)
-                at = next_attempt_at(
-                    self._retry, wait, attempts=row.attempts + 1, created_at=row.received_at,
-                    now=now,
-                )  # fmt: skip
-                if at is None:
-                    if held_store.bury(conn, row.id, self.worker_id, now, text):
-                        dead.append(_dead_letter(row, text, now - row.received_at))
-                    continue
-                held_store.defer(conn, row.id, self.worker_id, at, text)
+        dead: list[MembershipChange | IgnoredEvent] = []
+        for row, error in failed:
+            assert not isinstance(error, Answer)
+            decision = self.drainer.fail(conn, held_store.HELD, row, error, self._retry)
+            if decision is None:
+                continue  # taken over by another replica meanwhile
+            if isinstance(decision, Dead):
+                letter = _dead_letter(row, decision, now)
+                log.error("okta_check_dead_letter", event_id=row.change.event_id,
+                          reason=letter.reason)  # fmt: skip
+                dead.append(letter)
+            else:
+                assert isinstance(decision, Retry)
                 log.warning(
                     "okta_check_deferred",
                     event_id=row.change.event_id,
                     user_id=row.change.user.id,
-                    error=text,
-                    retry_in_seconds=round((at - now).total_seconds(), 1),
+                    error=str(error),
+                    retry_in_seconds=round((decision.at - now).total_seconds(), 1),
                 )
-        return dead
+        return None, dead
 
 
 def _with_answer(change: MembershipChange, answer: Answer) -> MembershipChange | IgnoredEvent:
@@ -207,17 +178,23 @@ def _with_answer(change: MembershipChange, answer: Answer) -> MembershipChange |
     return change.model_copy(update={"member_of": still})
 
 
-def _dead_letter(row: HeldChange, error: str, age: timedelta) -> IgnoredEvent:
+def _dead_letter(row: HeldChange, dead: Dead, now: datetime) -> IgnoredEvent:
     change = row.change
-    hours = round(age.total_seconds() / 3600, 1)
+    if dead.gave_up:
+        hours = round((now - row.received_at).total_seconds() / 3600, 1)
+        why = f"Okta could not be asked for {hours} h ({dead.reason})"
+    else:
+        why = f"asking Okta failed ({dead.reason})"
     return IgnoredEvent(
         provider=change.provider,
-        event_id=change.event_id,
+        # Its own event id: the change, once replayed, reaches intake under its own.
+        event_id=f"{change.event_id}~dead-{int(now.timestamp())}",
         occurred_at=change.occurred_at,
         kind=f"{change.change.value} (unchecked)",
         reason=(
-            f"dead letter: Okta could not be asked for {hours} h ({error}); not detached on a "
-            "guess: check the user's groups in Okta and detach by hand (POST /admin/replay)"
+            f"dead letter: {why}; not detached on a guess: replay it once fixed "
+            f"(POST /admin/dead-letters/replay, held {row.id}) or check the user's groups in "
+            "Okta and detach by hand (POST /admin/changes)"
         ),
         user=change.user,
         group=change.group,

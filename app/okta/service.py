@@ -104,11 +104,7 @@ class OktaDirectory:
             self.client,
             poll_seconds=self.settings.bridge_poll_seconds,
             lease=timedelta(seconds=self.settings.bridge_lease_seconds),
-            retry=RetryPolicy(
-                max_age=timedelta(seconds=self.settings.bridge_max_age_seconds),
-                base_seconds=self.settings.bridge_retry_base_seconds,
-                max_seconds=self.settings.bridge_retry_max_seconds,
-            ),
+            retry=RetryPolicy.from_settings(self.settings),
         )
         self.bridge.okta_checker = self.checker
         self._tasks.append(asyncio.create_task(self.checker.run(), name="cor-bridge-okta-check"))

@@ -1,4 +1,4 @@
-"""The operators' API: manual changes, replay, jobs and per-user history."""
+"""The operators' API: manual changes, replay, jobs, dead letters and per-user history."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app import operations
+from app import dead_letters, operations
 from app.changes import (
     ChangeKind,
     CorUserId,
@@ -22,6 +22,7 @@ from app.changes import (
     Provider,
     UserRef,
 )
+from app.dead_letters import LetterReplay
 from app.operations import JobId, JobPage, ReplayRequest
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import bearer_matches, parse_json, refuse_auth
@@ -108,6 +109,27 @@ async def replay(body: ReplayRequest, bridge: BridgeDep) -> dict[str, Any]:
     result = await _in_transaction(bridge, operations.replay_jobs, bridge.mapping, body)
     if not body.dry_run and bridge.worker is not None:
         bridge.worker.wake()
+    return result
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    bridge: BridgeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
+    """Every dead letter, newest first: jobs, Graph inbox entries, held changes, unresolved
+    removals (app/dead_letters.py)."""
+    return await _in_transaction(bridge, dead_letters.list_letters, limit, read_only=True)
+
+
+@router.post("/dead-letters/replay")
+async def replay_dead_letters(body: LetterReplay, bridge: BridgeDep) -> dict[str, Any]:
+    """Send inbox, held and unresolved dead letters again (jobs: POST /admin/replay)."""
+    now = datetime.now(UTC)
+    result, _ = await bridge.transact(
+        lambda conn: dead_letters.replay_letters(conn, body, now), ask_okta=True
+    )
+    if bridge.okta_checker is not None and (body.held or body.unresolved):
+        bridge.okta_checker.wake()
     return result
 
 

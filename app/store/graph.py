@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,11 +205,14 @@ def add_inbox_entry(conn: Connection, entry: NewInboxEntry, now: datetime) -> st
     return key if row is not None else None
 
 
+INBOX = queue.WorkTable(graph_inbox)  # claim, extend, finish, apply (retry or bury), requeue
+
+
 def claim_inbox(
     conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
 ) -> list[InboxRow]:
     """Take up to `limit` due pending entries (and those whose claim lapsed), oldest first."""
-    rows = queue.claim(conn, graph_inbox, now=now, limit=limit, worker_id=worker_id, lease=lease)
+    rows = INBOX.claim(conn, now=now, limit=limit, worker_id=worker_id, lease=lease)
     return [
         InboxRow(
             id=r.id,
@@ -225,26 +227,6 @@ def claim_inbox(
         )
         for r in rows
     ]
-
-
-def finish_inbox(
-    conn: Connection, ids: Sequence[int], worker_id: str, now: datetime, note: str | None = None
-) -> set[int]:
-    """Mark claimed entries done; returns those this worker still held."""
-    return queue.settle(conn, graph_inbox, ids, worker_id, state=DONE, done_at=now, last_error=note)
-
-
-def defer_inbox(
-    conn: Connection, row_id: int, worker_id: str, next_attempt_at: datetime, error: str
-) -> None:
-    """A lookup failed: try this entry again later."""
-    queue.defer(conn, graph_inbox, row_id, worker_id, next_attempt_at, error)
-
-
-def bury_inbox(conn: Connection, row_id: int, worker_id: str, now: datetime, error: str) -> bool:
-    """Graph could not be asked in time: a dead letter that says why."""
-    values = {"state": DEAD, "done_at": now, "last_error": error[:1000]}
-    return bool(queue.settle(conn, graph_inbox, [row_id], worker_id, **values))
 
 
 def inbox_stats(conn: Connection) -> dict[str, Any]:

@@ -76,11 +76,14 @@ def _row(change: MembershipChange, now: datetime) -> dict[str, Any]:
     }
 
 
+HELD = queue.WorkTable(held_changes)  # claim, extend, finish, apply (retry or bury), requeue
+
+
 def claim(
     conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
 ) -> list[HeldChange]:
     """Take up to `limit` due pending changes (and those whose claim lapsed), oldest first."""
-    rows = queue.claim(conn, held_changes, now=now, limit=limit, worker_id=worker_id, lease=lease)
+    rows = HELD.claim(conn, now=now, limit=limit, worker_id=worker_id, lease=lease)
     return [
         HeldChange(
             id=r.id,
@@ -90,22 +93,6 @@ def claim(
         )
         for r in rows
     ]
-
-
-def finish(conn: Connection, ids: Sequence[int], worker_id: str, now: datetime) -> set[int]:
-    """Mark claimed changes done; returns those this worker still held."""
-    return queue.settle(conn, held_changes, ids, worker_id, state=DONE, done_at=now)
-
-
-def bury(conn: Connection, row_id: int, worker_id: str, now: datetime, error: str) -> bool:
-    """The directory could not be asked in time: a dead letter that says why."""
-    values = {"state": DEAD, "done_at": now, "last_error": error[:1000]}
-    return bool(queue.settle(conn, held_changes, [row_id], worker_id, **values))
-
-
-def defer(conn: Connection, row_id: int, worker_id: str, at: datetime, error: str) -> None:
-    """Asking failed this time: try again at `at`."""
-    queue.defer(conn, held_changes, row_id, worker_id, at, error)
 
 
 def stats(conn: Connection, provider: str) -> dict[str, Any]:

@@ -9,15 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.errors import PermanentError, RetryableError
-from app.graph.backoff import retry_delay
+from app.dead_letters import LetterReplay, replay_letters
 from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
 from app.graph.resolver import Resolver
 from app.mapping import parse_mapping
 from app.runtime import Bridge
 from app.settings import Settings
-from app.store import Database
+from app.store import Database, letters
 from app.store import events as event_store
 from app.store import graph as graph_store
 from app.store import jobs as job_store
@@ -193,13 +192,6 @@ async def test_a_deleted_group_still_matches_rules_by_id(
     assert len(open_jobs(db)) == 2
 
 
-def test_retry_delay_honours_retry_after_and_waits_long_for_operators():
-    assert retry_delay(RetryableError("x", retry_after=7), attempts=1) == 7
-    assert 1 <= retry_delay(RetryableError("x"), attempts=1) <= 2
-    assert retry_delay(RetryableError("x"), attempts=50) <= 900
-    assert retry_delay(PermanentError("403"), attempts=1) == 900
-
-
 async def test_no_membership_lookup_for_a_group_that_grants_nothing(
     db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
 ):
@@ -213,10 +205,10 @@ async def test_no_membership_lookup_for_a_group_that_grants_nothing(
 async def test_an_entry_graph_cannot_answer_past_the_age_limit_is_a_dead_letter(
     db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
 ):
-    """A missing permission (403) is retried, never decided on a guess; once the entry is
-    older than BRIDGE_MAX_AGE_SECONDS it stops as a dead letter the operator sees."""
+    """Graph unavailable (503) is retried, never decided on a guess; once the entry is older
+    than BRIDGE_MAX_AGE_SECONDS it stops as a dead letter the operator sees."""
     add(db, ONCALL)
-    standin.state.fault(403, times=100)
+    standin.state.fault(503, times=100)
     clock = [NOW]
     late = Resolver(bridge, directory, max_age=timedelta(hours=1), clock=lambda: clock[0])
     assert await late.run_once() == 1
@@ -231,4 +223,46 @@ async def test_an_entry_graph_cannot_answer_past_the_age_limit_is_a_dead_letter(
     [(kind, decision, detail)] = history(db, ADELE)
     assert (kind, decision) == ("graph.removed (unresolved)", "ignored")
     assert detail[0].startswith("dead letter: Graph could not be asked for 2.0 h")
-    assert "403" in detail[0]
+    assert "503" in detail[0]
+
+
+async def test_an_entry_graph_refuses_is_a_dead_letter_at_once(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    """A permanent error (here a 403: a permission the app lacks) is not retried every 15
+    minutes for ever: the entry is a dead letter at once, in the member's history."""
+    add(db, ONCALL)
+    standin.state.fault(403, times=100)
+    assert await resolver(bridge, directory).run_once() == 1
+    with db.begin() as conn:
+        stats = graph_store.inbox_stats(conn)
+    assert (stats["pending"], stats["dead"]) == (0, 1) and open_jobs(db) == []
+    [(kind, decision, detail)] = history(db, ADELE)
+    assert (kind, decision) == ("graph.removed (unresolved)", "ignored")
+    assert detail[0].startswith("dead letter: the lookup was refused (") and "403" in detail[0]
+    # Once the permission is granted, the operator replays it: looked up again, then intake.
+    standin.state.faults.clear()
+    with db.begin() as conn:
+        [dead] = letters.dead_inbox(conn)
+        result, _ = replay_letters(conn, LetterReplay(inbox=[dead["id"]]), NOW)
+    assert result["replayed"]["inbox"] == [dead["id"]]
+    assert await resolver(bridge, directory).run_once() == 1
+    assert open_jobs(db) == [("adele@acme.example", "WS-ENG"), ("adele@acme.example", "WS-ONCALL")]
+    assert [d for _, d, _ in history(db, ADELE)] == ["ignored", "queued"]
+
+
+async def test_a_bug_in_a_lookup_is_a_dead_letter_with_its_traceback_logged(
+    db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
+):
+    """An exception nobody raised on purpose is not retried (that would hide it)."""
+
+    async def crash(user_id: str) -> None:
+        raise KeyError(user_id)
+
+    directory.user = crash  # type: ignore[method-assign]
+    add(db, ONCALL)
+    assert await resolver(bridge, directory).run_once() == 1
+    with db.begin() as conn:
+        assert graph_store.inbox_stats(conn)["dead"] == 1
+    [(_, _, detail)] = history(db, ADELE)
+    assert "a bug in the bridge stopped this lookup (KeyError" in detail[0]

@@ -137,7 +137,7 @@ def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping:
         assert created
         # Meanwhile (here: in the same transaction) the detach becomes pending.
         [other] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
-        [twin] = job_store.insert_jobs(conn, [NewJob(*key, "okta", other, NOW, NOW)])
+        [(twin, _)] = job_store.enqueue(conn, [NewJob(*key, "okta", other, NOW, NOW)])
         ledger.flush()
         assert (job.id, job.created) == (twin, False)
         rows = job_store.get_jobs(conn, job_store.select_job_ids(conn))
@@ -151,13 +151,13 @@ def test_a_removal_does_not_join_a_job_the_worker_claimed_meanwhile(db: Database
     key = ("jane@acme.example", "OKTA", "WS-FIN")
     with db.begin() as conn:
         [old] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
-        [stored] = job_store.insert_jobs(conn, [NewJob(*key, "okta", old, NOW, NOW)])
+        [(stored, _)] = job_store.enqueue(conn, [NewJob(*key, "okta", old, NOW, NOW)])
     with db.begin() as conn:
         ledger = Ledger(conn, [], {"jane@acme.example"})
         event = ledger.record(NewEvent("okta", "rm-1", "removed", T0, NOW))
         assert event is not None
         # Meanwhile (here: in the same transaction) the worker claims the stored job.
-        claimed = job_store.claim_due_jobs(
+        claimed = job_store.claim(
             conn, now=NOW, limit=10, worker_id="w", lease=timedelta(minutes=2)
         )
         assert [j.id for j in claimed] == [stored]

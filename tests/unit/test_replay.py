@@ -48,8 +48,12 @@ def accept(db: Database, mapping: Mapping, *items: MembershipChange) -> list[int
 
 def settle(db: Database, ids: list[int], state: str) -> None:
     """What the worker records when COR answers (a 400 makes them dead, a 200 done)."""
+    attempt = job_store.Attempt(datetime.now(UTC), 0, status=400)
     with db.begin() as conn:
-        job_store.settle_jobs(conn, ids, state=state, now=datetime.now(UTC), status=400)
+        if state == job_store.DONE:
+            job_store.complete(conn, ids, None, attempt, remaining=[])
+        else:
+            job_store.bury(conn, ids, None, attempt, "refused")
 
 
 def replay(db: Database, mapping: Mapping, ids: list[int], dry: bool = False) -> dict[str, Any]:

@@ -91,12 +91,8 @@ def enqueue(
             NewJob(user, source, ws, "okta", event_id, created_at=at, next_attempt_at=due or at)
             for ws in workspaces
         ]
-        written = job_store.insert_jobs(conn, queued)
         # A detach already pending is joined, as intake would: its id comes back.
-        return [
-            job_id if job_id is not None else job_store.pending_job_id(conn, user, source, ws)
-            for job_id, ws in zip(written, workspaces, strict=True)
-        ]
+        return [job_id for job_id, _ in job_store.enqueue(conn, queued)]
 
 
 def job(db: Database, job_id: int) -> dict[str, Any]:
@@ -113,9 +109,7 @@ def outcomes(db: Database, job_id: int) -> list[str]:
 def claim_as_another_worker(db: Database, *, now: datetime, lease: timedelta) -> list[int]:
     """Claim every due job for a worker that then crashes."""
     with db.begin() as conn:
-        claimed = job_store.claim_due_jobs(
-            conn, now=now, limit=100, worker_id="crashed", lease=lease
-        )
+        claimed = job_store.claim(conn, now=now, limit=100, worker_id="crashed", lease=lease)
     return [j.id for j in claimed]
 
 
@@ -642,7 +636,7 @@ async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping,
     with db.begin() as conn:
         [removed] = accept_changes(conn, mapping, [_change(ChangeKind.removed, T0)], now=T0)
     worker = make_worker()
-    [claimed] = worker._claim()  # claimed, waiting for a free delivery slot
+    [claimed] = worker.drainer._claim()  # claimed, waiting for a free delivery slot
     with db.begin() as conn:
         accept_changes(
             conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0

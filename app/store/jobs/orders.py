@@ -1,0 +1,100 @@
+"""The transitions intake and operators ask of the outbox: enqueue (joining a pending twin),
+join, cancel, requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, text, update
+
+from app.store.db import insert_ignoring_conflicts
+from app.store.jobs.model import CANCELLED, PENDING, RUNNING, Called, NewJob
+from app.store.jobs.reads import open_twin, pending_job_id
+from app.store.schema import jobs
+
+# -- intake ---------------------------------------------------------------------------------
+
+
+def enqueue(conn: Connection, new: Sequence[NewJob]) -> list[tuple[int, bool]]:
+    """Write the jobs in one statement: (id, created) for each. A pending one whose detach is
+    already pending joins that job (created False) instead."""
+    if not new:
+        return []
+    query = (
+        insert_ignoring_conflicts(conn, jobs)
+        .on_conflict_do_nothing(
+            index_elements=["cor_user_id", "source", "workspace"],
+            index_where=text("state = 'pending'"),  # uq_jobs_pending
+        )
+        .returning(jobs.c.id, jobs.c.event_id, jobs.c.workspace)
+    )
+    # vars(), not dataclasses.asdict: that deep-copies every field (a tenth of intake's CPU).
+    rows = [{**vars(j), "attempts": 0, "solo": False, "updated_at": j.created_at} for j in new]
+    written = {(int(e), str(w)): int(i) for i, e, w in conn.execute(query, rows)}
+    placed: list[tuple[int, bool]] = []
+    for j in new:
+        job_id = written.get((j.event_id, j.workspace))
+        if job_id is not None:
+            placed.append((job_id, True))
+            continue
+        twin = pending_job_id(conn, j.cor_user_id, j.source, j.workspace)
+        if twin is None:
+            key = (j.cor_user_id, j.source, j.workspace)
+            raise RuntimeError(f"the pending job of {key} went away while joining it")
+        placed.append((twin, False))
+    return placed
+
+
+def join(conn: Connection, job_id: int) -> bool:
+    """Whether a stored job is still pending, so a new removal may join it; if so its row
+    stays locked until the transaction ends (PostgreSQL; the claim skips locked rows, so it is
+    not taken meanwhile. SQLite's writer already excludes the claim)."""
+    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == PENDING)
+    return conn.execute(query.with_for_update()).first() is not None
+
+
+def cancel(conn: Connection, job_id: int, now: datetime, reason: str) -> Called | None:
+    """Call a job off: cancelled when pending; asked when running (the try under way may
+    still reach COR, but it is not retried: it ends cancelled); None when it is finished."""
+    done = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == PENDING)
+        .values(state=CANCELLED, updated_at=now, last_message=reason)
+    )
+    if done.rowcount == 1:
+        return Called.CANCELLED
+    asked = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == RUNNING)
+        .values(cancel_reason=reason, updated_at=now)
+    )
+    return Called.ASKED if asked.rowcount == 1 else None
+
+
+# -- operators ------------------------------------------------------------------------------
+
+
+def requeue(conn: Connection, job: Mapping[str, Any], now: datetime) -> str | None:
+    """Make a dead or cancelled job pending again, from scratch (app/replay.py decides which);
+    None when it was, else why not: a job for the same detach is open."""
+    twin = open_twin(conn, (job["cor_user_id"], job["source"], job["workspace"]))
+    if twin is not None:
+        return f"job {twin.id} is already {twin.state} for the same detach"
+    state = job["state"]
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job["id"], jobs.c.state == state)
+        .values(
+            state=PENDING,
+            attempts=0,
+            solo=False,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+            cancel_reason=None,
+            last_message=f"replayed from {state}",
+        )
+    )
+    return None
