@@ -3,12 +3,15 @@
 Tokens come from the Microsoft identity platform's client-credentials grant and are cached
 until shortly before they expire. Errors raised (see app/errors.py):
 
-    RetryableError     429, 500, 502, 503, 504, timeouts and network errors (with Retry-After)
-    PermanentError     any other non-2xx, token endpoint included
+    RetryableError     429, 500, 502, 503, 504, timeouts and network errors (with Retry-After);
+                       401 and 403 too: a credential or permission an operator must fix,
+                       waited for (until BRIDGE_MAX_AGE_SECONDS), never a dead letter at once
+                       and whatever the token endpoint refuses, for the same reason
+    PermanentError     any other non-2xx
      ├── NotFoundError 404: the user, group or subscription does not exist (any more)
      └── UnsafeIdentifierError  an id that cannot be one path segment: nothing is sent
 
-A 401 from Graph fetches a fresh token once before it counts as permanent.
+A 401 from Graph fetches a fresh token once before it counts as an error.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 import httpx
 
 from app.changes import GroupRef, UserRef
-from app.errors import PermanentError
-from app.http import Api, CachedToken, api_url, fetch_token, json_object, same_origin
+from app.errors import PermanentError, RetryableError
+from app.http import Api, CachedToken, api_url, error_from, fetch_token, json_object, same_origin
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 GROUP_TYPE = "#microsoft.graph.group"
@@ -84,9 +87,10 @@ class GraphClient:
 
         async def fetch() -> tuple[str, float]:
             who = "Microsoft identity platform token endpoint"
-            return await fetch_token(http, token_url, who, data=form)
+            # Refused credentials are the bridge's (an operator fixes them), not the entry's.
+            return await fetch_token(http, token_url, who, retry_status=range(100, 600), data=form)
 
-        self._api = Api(http, "Graph", CachedToken(fetch, clock=clock))
+        self._api = Api(http, "Graph", CachedToken(fetch, clock=clock), errors=_graph_error)
 
     async def create_subscription(
         self,
@@ -230,3 +234,8 @@ def _graph_time(when: datetime) -> str:
 
 def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str) and value else None
+
+
+def _graph_error(reply: httpx.Response, who: str) -> RetryableError | PermanentError:
+    # A refused credential or a permission not granted (yet) is the operator's to fix: wait.
+    return error_from(reply, who, retry_credentials=True)

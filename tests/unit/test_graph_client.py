@@ -50,11 +50,13 @@ async def test_a_rejected_token_is_fetched_again_once(client: GraphClient, stand
     assert len(standin.state.calls_to("/oauth2/v2.0/token")) == 2
 
 
-async def test_bad_credentials_are_permanent_and_never_echo_the_secret(standin: StandinServer):
+async def test_bad_credentials_are_waited_for_and_never_echo_the_secret(standin: StandinServer):
+    """A wrong or expired client secret is the operator's to fix: retried (the entries wait,
+    until BRIDGE_MAX_AGE_SECONDS), not a dead letter for every entry meanwhile."""
     async with httpx.AsyncClient() as http:
         creds = GraphCredentials(TENANT, CLIENT_ID, "wrong-secret-value")
         client = GraphClient(http, standin.api_url, standin.url, creds)
-        with pytest.raises(PermanentError) as caught:
+        with pytest.raises(RetryableError) as caught:
             await client.get_group(ENG)
     assert "AADSTS7000215" in str(caught.value)
     assert "wrong-secret-value" not in str(caught.value)
@@ -75,10 +77,14 @@ async def test_throttling_is_retryable_with_retry_after(
 async def test_not_found_and_forbidden(client: GraphClient, standin: StandinServer):
     with pytest.raises(NotFoundError):
         await client.get_user("nobody")
-    standin.state.fault(403, path_contains="/users/")
+    standin.state.fault(403, path_contains="/users/")  # a permission not granted (yet)
+    with pytest.raises(RetryableError) as waited:
+        await client.get_user("nobody")
+    assert waited.value.status == 403
+    standin.state.fault(400, path_contains="/users/")
     with pytest.raises(PermanentError) as caught:
         await client.get_user("nobody")
-    assert not isinstance(caught.value, NotFoundError) and caught.value.status == 403
+    assert not isinstance(caught.value, NotFoundError) and caught.value.status == 400
 
 
 async def test_transitive_groups_follow_pages_and_leave_roles_out(

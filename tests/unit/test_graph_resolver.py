@@ -229,17 +229,23 @@ async def test_an_entry_graph_cannot_answer_past_the_age_limit_is_a_dead_letter(
 async def test_an_entry_graph_refuses_is_a_dead_letter_at_once(
     db: Database, bridge: Bridge, directory: Directory, standin: StandinServer
 ):
-    """A permanent error (here a 403: a permission the app lacks) is not retried every 15
-    minutes for ever: the entry is a dead letter at once, in the member's history."""
+    """A permanent error (here a 400: Graph refuses the request itself) is not retried every 15
+    minutes for ever: the entry is a dead letter at once, in the member's history. A 403 (a
+    permission not granted yet) is waited for instead, like 503."""
     add(db, ONCALL)
-    standin.state.fault(403, times=100)
+    standin.state.fault(403, path_contains="/users/")
+    assert await resolver(bridge, directory).run_once() == 1
+    assert pending(db) == 1 and open_jobs(db) == []  # deferred until an operator grants it
+    with db.begin() as conn:  # due again
+        conn.execute(graph_inbox.update().values(next_attempt_at=NOW))
+    standin.state.fault(400, times=100)
     assert await resolver(bridge, directory).run_once() == 1
     with db.begin() as conn:
         stats = graph_store.inbox_stats(conn)
     assert (stats["pending"], stats["dead"]) == (0, 1) and open_jobs(db) == []
     [(kind, decision, detail)] = history(db, ADELE)
     assert (kind, decision) == ("graph.removed (unresolved)", "ignored")
-    assert detail[0].startswith("dead letter: the lookup was refused (") and "403" in detail[0]
+    assert detail[0].startswith("dead letter: the lookup was refused (") and "400" in detail[0]
     # Once the permission is granted, the operator replays it: looked up again, then intake.
     standin.state.faults.clear()
     with db.begin() as conn:
