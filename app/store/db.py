@@ -156,6 +156,9 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # 512 KiB of page cache a connection, not SQLite's 2 MiB: the pool holds up to eight,
+        # and the OS caches the file for all of them (peak RSS at 100,000 pending: 140 -> 122 MB).
+        cur.execute("PRAGMA cache_size=-512")
         cur.close()
 
     @event.listens_for(engine, "begin")
