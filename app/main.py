@@ -23,13 +23,13 @@ from app.graph import webhook
 from app.graph.service import GraphService
 from app.http import StaticToken, Tokens
 from app.logs import RequestContext
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.service import OktaDirectory
 from app.runtime import Bridge
 from app.settings import Settings
 from app.sources import admin, okta, scim
 from app.sources.common import BodyLimit
 from app.store import Database
-from app.tables import MappingHolder, load_checked_mapping
 
 log = structlog.get_logger(__name__)
 

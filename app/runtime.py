@@ -16,12 +16,12 @@ from app.delivery.worker import Worker
 from app.guard import FailureLimiter
 from app.intake import Decision, accept_changes
 from app.mapping import Mapping
+from app.mapping_reload import MappingHolder
 from app.settings import Settings
 from app.store import Database
 from app.store import held as held_store
 from app.store.batch import GroupCommit
 from app.store.db import serialize_intake
-from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -39,7 +39,7 @@ def subscribe(
     ] = False,
 ) -> None:
     """Create subscriptions (changeType updated) for the mapping's Entra groups."""
-    from app.tables import load_checked_mapping
+    from app.mapping_reload import load_checked_mapping
 
     settings = _settings()
     try:

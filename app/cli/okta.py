@@ -14,6 +14,7 @@ import typer
 from app.cli.common import database, fail
 from app.errors import ConfigError
 from app.mapping import Mapping
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.client import OktaClient, log_url
 from app.okta.log_poller import EVENT_TYPES, NAME, okta_time
 from app.okta.reconcile import Sync
@@ -21,7 +22,6 @@ from app.okta.service import okta_client
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import Database, cursors
-from app.tables import MappingHolder, load_checked_mapping
 
 okta_cli = typer.Typer(
     help="Okta's Management API: membership sync and System Log catch-up.", no_args_is_help=True

@@ -26,8 +26,8 @@ def serve(
 
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
+    from app.mapping_reload import load_checked_mapping
     from app.server import server_config
-    from app.tables import load_checked_mapping
 
     configure_logging(log_level.upper())
     settings = load_settings()
@@ -50,7 +50,7 @@ def serve(
 
 def check() -> None:
     """Validate settings and the mapping file; print the effective table."""
-    from app.tables import load_checked_mapping
+    from app.mapping_reload import load_checked_mapping
 
     settings = load_settings()
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.settings import Settings
-from app.tables import MappingHolder, load_checked_mapping
 from tests.conftest import MAPPING
 from tests.fake_cor import FakeCor
 from tests.inprocess import make_client
