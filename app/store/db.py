@@ -132,11 +132,6 @@ class Database:
             lock_migrations(conn)
             return upgrade_schema(conn)
 
-    def ping(self) -> None:
-        """Raise if the database cannot be reached."""
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     def dispose(self) -> None:
         """Close every pooled connection, and each one still in use once it is returned."""
         self._disposed = True
