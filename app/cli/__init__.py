@@ -1,7 +1,8 @@
 """The `cor-bridge` command, one module a concern.
 
 - service.py: `serve`, `check`, `sandbox` (run the bridge or only its stand-ins);
-- operator.py: `jobs`, `history`, `replay` (against a running bridge or its database);
+- operator.py: `jobs`, `history`, `replay`; console.py does the work, against a running
+  bridge (its admin API) or its database (app/operations.py);
 - graph.py: `graph subscribe|list|register` (Microsoft Graph subscriptions);
 - okta.py: `okta sync|catch-up` (Okta's Management API);
 - common.py: settings, errors, the database, for all of them.

@@ -12,7 +12,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from app import console
+from app.cli import console
 from app.cli.common import fail, load_settings
 from app.errors import ConfigError, InputError
 from app.mapping import load_mapping
