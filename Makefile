@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean
+.PHONY: run test test-fast lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(STAMP)  ## the whole suite
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/mypy app
 	$(BIN)/pytest -q -n auto
+
+# The unit tier, for the edit-test loop: lint and the unit tests on SQLite, in process (no
+# PostgreSQL, no processes), the property tests with a tenth of their examples. Under a
+# minute on 2 cores; `make test` remains the gate.
+test-fast: $(STAMP)  ## lint and the unit tests on SQLite, in process
+	$(BIN)/ruff check app tests benchmarks
+	COR_BRIDGE_EXAMPLES_SCALE=0.1 COR_BRIDGE_FUZZ_EXAMPLES=10 \
+	$(BIN)/pytest -q -n auto tests/unit -m 'not postgres and not processes'
 
 # Benchmarks (not part of `make test`): needs wrk (installed with apt-get when run as root)
 # and Debian's postgresql for the PostgreSQL half. BENCH_QUICK=1: a smoke run of a minute or two.

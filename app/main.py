@@ -19,16 +19,17 @@ from app.delivery.cor import ClientCredentials, CorClient
 from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
 from app.errors import ConfigError, InputError
+from app.graph import webhook
 from app.graph.service import GraphService
 from app.http import StaticToken, Tokens
 from app.logs import RequestContext
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.service import OktaDirectory
 from app.runtime import Bridge
 from app.settings import Settings
-from app.sources import admin, graph, okta, scim
+from app.sources import admin, okta, scim
 from app.sources.common import BodyLimit
 from app.store import Database
-from app.tables import MappingHolder, load_checked_mapping
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +118,7 @@ def create_app(
     app.add_middleware(RequestContext)
     app.include_router(health.router)
     app.include_router(okta.router)
-    app.include_router(graph.router)
+    app.include_router(webhook.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
     app.include_router(scim.router)

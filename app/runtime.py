@@ -17,12 +17,12 @@ from app.guard import FailureLimiter
 from app.intake import Decision, accept_changes
 from app.intake.locks import intake_keys
 from app.mapping import Mapping
+from app.mapping_reload import MappingHolder
 from app.settings import Settings
 from app.store import Database
 from app.store import held as held_store
 from app.store.batch import GroupCommit, Keys
 from app.store.db import lock_intake_keys
-from app.tables import MappingHolder
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

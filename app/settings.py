@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -136,9 +135,3 @@ class Settings(BaseSettings):
             "graph": self.graph_client_state is not None,
             "admin": self.bridge_admin_token is not None,
         }
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()

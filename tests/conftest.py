@@ -96,6 +96,16 @@ def standin_server() -> Iterator[StandinServer]:
         yield server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `postgres` every test that runs on PostgreSQL (`make test-fast` leaves them out)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "postgresql" in params or fixtures & {"postgres_url", "postgres_server"}:
+            item.add_marker(pytest.mark.postgres)
+
+
 _FAULT_FIGURES: list[dict[str, object]] = []
 
 

@@ -1,9 +1,11 @@
 """A fake COR for httpx.MockTransport: records every request, serves scripted replies.
 
-Unscripted, it behaves like COR: the token endpoint checks Basic auth and issues numbered
-tokens, the detach route checks the bearer token and answers the user with the workspaces
-that remain. Script a reply with `script_token(...)` / `script_detach(...)`: each item is a
-status (answered with a COR error body), an `httpx.Response`, or an exception to raise.
+The one COR fake of the unit tests (`cor` in tests/unit/conftest.py; the in-process app of
+tests/inprocess.py talks to it too). Unscripted, it behaves like COR: the token endpoint checks
+Basic auth and issues numbered tokens, the detach route checks the bearer token and answers
+the user with the workspaces that remain. Script a reply with `script_token(...)` /
+`script_detach(...)`: each item is a status (answered with a COR error body), an
+`httpx.Response`, or an exception to raise.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class Detach:
         """The workspaces the call asked to detach, in the order sent."""
         return list(self.body["workspaces"])
 
+    @property
+    def path(self) -> str:
+        """The path as COR routes it: escapes decoded, no query."""
+        return unquote(self.raw_path.split("?")[0])
+
 
 def cor_error(
     status: int,
@@ -69,6 +76,8 @@ class FakeCor:
         self.users: dict[str, set[str]] = {}
         # Workspaces COR does not know the user in: a detach naming one answers 400 ZC001.
         self.refuse: set[str] = set()
+        # Users COR does not know: a detach for one answers 400 ZC001.
+        self.unknown: set[str] = set()
         self.delay = delay
         self.lifetime = lifetime
         self.in_flight = 0
@@ -88,6 +97,15 @@ class FakeCor:
     def revoke_tokens(self) -> None:
         """Every token issued so far stops working."""
         self.valid.clear()
+
+    def sent(self) -> list[tuple[str, dict[str, Any]]]:
+        """(path, body) of every detach call, in order."""
+        return [(call.path, call.body) for call in self.detaches]
+
+    @property
+    def raw_paths(self) -> list[str]:
+        """Every detach call's path exactly as sent (escapes kept, no query)."""
+        return [call.raw_path.split("?")[0] for call in self.detaches]
 
     def transport(self) -> httpx.MockTransport:
         """A transport that routes an AsyncClient to this fake."""
@@ -142,7 +160,7 @@ class FakeCor:
             return _serve(self._detach_script.popleft())
         if token not in self.valid:
             return httpx.Response(401, json=load_fixture("cor/error-unauthorized.json"))
-        if self.refuse & set(call.workspaces):
+        if user_id in self.unknown or self.refuse & set(call.workspaces):
             return httpx.Response(400, json=load_fixture("cor/error-unknown-user.json"))
         held = self.users.setdefault(user_id, set())
         held -= set(call.workspaces)

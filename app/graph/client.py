@@ -1,4 +1,4 @@
-"""The Graph client: the only code that speaks HTTP to Microsoft Graph (through app/http.py).
+"""The Graph client: the only code that speaks HTTP to Microsoft Graph (through app/http/).
 
 Tokens come from the Microsoft identity platform's client-credentials grant and are cached
 until shortly before they expire. Errors raised (see app/errors.py):

@@ -21,10 +21,10 @@ from app.graph.config import credentials
 from app.graph.delta import DeltaPoller
 from app.graph.delta_status import DeltaState, delta_checks, read_delta_state
 from app.graph.directory import Directory
-from app.graph.inbox import Received
 from app.graph.notifications import Notification
 from app.graph.resolver import Resolver
 from app.graph.subscriptions import SubscriptionManager
+from app.graph.triage import Received
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import graph as graph_store

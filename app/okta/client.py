@@ -3,7 +3,7 @@
 Users and their groups, a group's members (paged by `Link: rel="next"`), and the System Log
 as a polling request. Every reply's `X-Rate-Limit-*` headers are kept per endpoint: when a
 bucket runs low the next call waits for its reset, so a burst of removals never trips
-Okta's limits. Errors (app/http.py): 429/5xx/network -> RetryableError (a 429 waits until
+Okta's limits. Errors (app/http/): 429/5xx/network -> RetryableError (a 429 waits until
 `X-Rate-Limit-Reset`), 401/403 -> RetryableError (a credential for an operator to fix;
 nothing is decided on a guess meanwhile), 404 -> NotFoundError, others -> PermanentError.
 """

@@ -243,11 +243,6 @@ class Database:
         except Exception:  # statistics are an optimisation; autovacuum comes anyway
             log.warning("analyze_failed", exc_info=True)
 
-    def ping(self) -> None:
-        """Raise if the database cannot be reached."""
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     def dispose(self) -> None:
         """Close every pooled connection, and each one still in use once it is returned."""
         self._disposed = True

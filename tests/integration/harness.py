@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MAPPING_FILE = REPO / "mapping.yaml"
@@ -35,35 +37,12 @@ _SETTING_PREFIXES = ("BRIDGE_", "COR_", "OKTA_", "SCIM_", "GRAPH_")
 # Last resort: whatever a crashed fixture left running dies with the test session.
 _ALL_PROCESSES: list[subprocess.Popen[bytes]] = []
 
-T = TypeVar("T")
-
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Call `probe` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {what}; last: {last!r}"
-            )
-        time.sleep(interval)
 
 
 def clean_env(**settings: str | None) -> dict[str, str]:

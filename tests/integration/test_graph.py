@@ -49,6 +49,11 @@ def standin_server() -> Iterator[StandinServer]:
 
 @pytest.fixture
 def standin(standin_server: StandinServer, sandbox: Sandbox) -> StandinServer:
+    return seed(standin_server, sandbox)
+
+
+def seed(standin_server: StandinServer, sandbox: Sandbox) -> StandinServer:
+    """The stand-in with this module's groups and users, and Adele in COR."""
     state = standin_server.state
     state.reset()
     state.add_group(ONCALL, "eng-oncall")

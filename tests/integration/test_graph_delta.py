@@ -12,12 +12,10 @@ from tests.integration.harness import Bridge, Sandbox, StartBridge, wait_for
 from tests.integration.test_graph import (
     ADELE,
     ADELE_LOGIN,
-    ENGINEERING,
-    FINANCE,
     JOE,
     ONCALL,
-    SOURCE,
     graph_env,
+    seed,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,15 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def graph(standin_server: StandinServer, sandbox: Sandbox) -> StandinServer:
     """The stand-in with test_graph.py's groups and users, and Adele in COR."""
-    state = standin_server.state
-    state.reset()
-    state.add_group(ONCALL, "eng-oncall")
-    state.add_group(ENGINEERING, "Engineering")
-    state.add_group(FINANCE, "Finance")
-    state.add_user(ADELE, ADELE_LOGIN, mail=ADELE_LOGIN)
-    state.add_user(JOE, "joe@acme.example")
-    sandbox.put_user(ADELE_LOGIN, ["WS-ENG", "WS-ONCALL", "WS-FIN"], source=SOURCE)
-    return standin_server
+    return seed(standin_server, sandbox)
 
 
 def delta(bridge: Bridge) -> dict[str, Any]:

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.builders import load_fixture, okta_delivery, okta_event
-from tests.inprocess import ADMIN, OKTA, FakeCor, make_client, wait_for
-
-
-@pytest.fixture
-def cor() -> FakeCor:
-    return FakeCor()
-
-
-@pytest.fixture
-async def client(
-    tmp_path: Path, cor: FakeCor, database_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(tmp_path, cor, database_url=database_url) as c:
-        yield c
+from tests.fake_cor import CLIENT_SECRET, FakeCor
+from tests.inprocess import ADMIN, OKTA, make_client
+from tests.waiting import wait_for_async
 
 
 async def test_a_removal_reaches_cor(client: httpx.AsyncClient, cor: FakeCor):
@@ -31,8 +19,8 @@ async def test_a_removal_reaches_cor(client: httpx.AsyncClient, cor: FakeCor):
         "/hooks/okta", json=load_fixture("okta/event-hook-membership-remove.json"), headers=OKTA
     )
     assert reply.status_code == 200
-    await wait_for(lambda: bool(cor.detaches))
-    assert cor.detaches == [
+    await wait_for_async(lambda: bool(cor.detaches))
+    assert cor.sent() == [
         (
             "/v2/integrations/users/jane@acme.example/detach",
             {"workspaces": ["WS-ENG", "WS-ONCALL"], "metadata": {"source": "OKTA"}},
@@ -71,7 +59,7 @@ async def test_secrets_never_appear_in_answers_or_logs(
     out, err = capfd.readouterr()
     for text in (out, err, (await client.get("/openapi.json")).text):
         assert "hook-secret" not in text
-        assert "super-secret-value" not in text
+        assert CLIENT_SECRET not in text
 
 
 async def test_verification_needs_the_secret_and_the_challenge(client: httpx.AsyncClient):
@@ -107,7 +95,7 @@ async def test_an_admin_cor_user_id_that_would_steer_the_call_is_422(
     # Path-like but one segment: sent as exactly that.
     change = {"provider": "okta", "cor_user_id": "../../v1/oauth/token", "workspaces": ["WS-OPS"]}
     assert (await client.post("/admin/changes", json=change, headers=ADMIN)).status_code == 200
-    await wait_for(lambda: bool(cor.detaches))
+    await wait_for_async(lambda: bool(cor.detaches))
     assert cor.raw_paths == ["/v2/integrations/users/..%2F..%2Fv1%2Foauth%2Ftoken/detach"]
 
 
@@ -135,13 +123,13 @@ async def test_explicit_detach_and_job_detail(client: httpx.AsyncClient, cor: Fa
     )
     assert reply.status_code == 200
     [job_id] = reply.json()["jobs"]
-    await wait_for(lambda: bool(cor.detaches))
+    await wait_for_async(lambda: bool(cor.detaches))
 
     async def done() -> bool:
         reply = await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)
         return bool(reply.json()["state"] == "done")
 
-    await wait_for(done)
+    await wait_for_async(done)
     job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
     assert job["workspace"] == "WS-OPS"
     [attempt] = job["deliveries"]
@@ -157,7 +145,7 @@ async def test_readyz_and_metrics(client: httpx.AsyncClient, cor: FakeCor):
     await client.post(
         "/hooks/okta", json=load_fixture("okta/event-hook-membership-remove.json"), headers=OKTA
     )
-    await wait_for(lambda: bool(cor.detaches))
+    await wait_for_async(lambda: bool(cor.detaches))
     text = (await client.get("/metrics")).text
     assert 'cor_bridge_changes_total{decision="queued",kind="removed",provider="okta"}' in text
     assert "cor_bridge_jobs{state=" in text

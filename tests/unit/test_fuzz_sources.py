@@ -58,7 +58,9 @@ from app.store.schema import (
     scim_users,
 )
 from tests.builders import load_fixture
-from tests.inprocess import ADMIN, OKTA, FakeCor, make_client
+from tests.fake_cor import FakeCor
+from tests.inprocess import ADMIN, OKTA, make_client
+from tests.waiting import wait_for
 
 SCIM_TOKEN = "scim-token"
 SCIM_JSON = "application/scim+json"
@@ -1071,13 +1073,6 @@ def _idle(app: Running) -> bool:
         return conn.execute(busy).scalar_one() == 0
 
 
-def _wait(predicate: Any, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 @FUZZ
 @given(data=st.data())
 def test_no_identifier_steers_a_call_to_cor(id_app: Running, data: st.DataObject) -> None:
@@ -1103,9 +1098,10 @@ def test_no_identifier_steers_a_call_to_cor(id_app: Running, data: st.DataObject
         assert all(r.status_code < 300 for r in replies), [r.text for r in replies]
     expected = f"/v2/integrations/users/{quote(ident, safe='')}/detach"
     if not refused:
-        _wait(lambda: expected in app.cor.raw_paths[before:], f"a detach of {ident!r}")
+        sent_it = lambda: expected in app.cor.raw_paths[before:]  # noqa: E731
+        wait_for(sent_it, what=f"a detach of {ident!r}", interval=0.01)
     app.settle()
-    _wait(lambda: _idle(app), "the worker to finish")
+    wait_for(lambda: _idle(app), what="the worker to finish", interval=0.01)
     sent = app.cor.raw_paths[before:]
     assert sent == ([] if refused else [expected]), sent
     # Everything COR ever received, in this app: one segment, and that segment is an id.

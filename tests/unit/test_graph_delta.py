@@ -14,8 +14,10 @@ import pytest
 from app.store import Database
 from app.store import graph as graph_store
 from tests.builders import load_fixture
+from tests.fake_cor import FakeCor
 from tests.graph_standin import StandinServer
-from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
+from tests.inprocess import ADMIN, make_client
+from tests.waiting import wait_for_async
 
 STATE = "graph-client-state-for-tests"
 SUB = "092ba742-89d2-4417-a4c7-c120db062842"
@@ -55,11 +57,6 @@ def standin(standin_server: StandinServer) -> StandinServer:
 
 
 @pytest.fixture
-def cor() -> FakeCor:
-    return FakeCor()
-
-
-@pytest.fixture
 def start(tmp_path: Path, cor: FakeCor, standin: StandinServer, database_url: str) -> Start:
     def start(
         *groups: str, every: float = 0.2, webhook: bool = True
@@ -94,12 +91,12 @@ async def rounds_done(client: httpx.AsyncClient, after: str | None, covered: int
             and found["inbox_pending"] == 0
         )
 
-    await wait_for(done, timeout=15)
+    await wait_for_async(done, timeout=15)
     return str(found["last_round"])
 
 
 def detached(cor: FakeCor) -> list[tuple[str, list[str]]]:
-    return [(path.split("/")[-2], sorted(body["workspaces"])) for path, body in cor.detaches]
+    return [(path.split("/")[-2], sorted(body["workspaces"])) for path, body in cor.sent()]
 
 
 async def history(client: httpx.AsyncClient, user: str) -> list[dict[str, Any]]:
@@ -118,7 +115,7 @@ async def test_a_removal_no_notification_told_is_detached_after_the_next_round(
         assert baseline and baseline[0]["detail"][0] == "baseline: Graph lists them as a member"
         standin.state.remove_member(ONCALL, ADELE)
         await rounds_done(client, last, covered=1)
-        await wait_for(lambda: len(cor.detaches) == 1)
+        await wait_for_async(lambda: len(cor.detaches) == 1)
         assert detached(cor) == [("adele@acme.example", ["WS-ENG", "WS-ONCALL"])]
         assert standin.state.calls_to(f"/users/{ADELE}/transitiveMemberOf")
         report = await delta(client)
@@ -139,7 +136,7 @@ async def test_a_user_another_group_still_grants_keeps_that_workspace(
         last = await rounds_done(client, None, covered=2)
         standin.state.remove_member(ONCALL, ADELE)
         await rounds_done(client, last, covered=2)
-        await wait_for(lambda: len(cor.detaches) == 1)
+        await wait_for_async(lambda: len(cor.detaches) == 1)
         assert detached(cor) == [("adele@acme.example", ["WS-ONCALL"])]
 
 
@@ -154,7 +151,7 @@ async def test_a_removal_heard_by_notification_and_by_delta_detaches_once(
         body["value"][0].update(clientState=STATE, subscriptionExpirationDateTime=FUTURE)
         body["value"][0]["resourceData"]["members@delta"] = [{"id": ADELE, "@removed": "deleted"}]
         assert (await client.post("/hooks/graph", json=body)).status_code == 202
-        await wait_for(lambda: len(cor.detaches) == 1)
+        await wait_for_async(lambda: len(cor.detaches) == 1)
         await rounds_done(client, last, covered=1)
         removals: list[str] = []
 
@@ -164,7 +161,7 @@ async def test_a_removal_heard_by_notification_and_by_delta_detaches_once(
             removals[:] = [e["decision"] for e in events if e["kind"] == "removed"]
             return len(removals) == 2
 
-        await wait_for(both_heard, timeout=15)
+        await wait_for_async(both_heard, timeout=15)
         assert sorted(removals) == ["already_out", "queued"]
         assert len(cor.detaches) == 1
 
@@ -176,7 +173,7 @@ async def test_a_deleted_group_detaches_every_member_the_bridge_knew(
         last = await rounds_done(client, None, covered=1)
         standin.state.delete_group(ONCALL)
         await rounds_done(client, last, covered=1)
-        await wait_for(lambda: len(cor.detaches) == 2)
+        await wait_for_async(lambda: len(cor.detaches) == 2)
         assert sorted(detached(cor)) == [
             ("adele@acme.example", ["WS-ENG", "WS-ONCALL"]),
             ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),
@@ -198,7 +195,7 @@ async def test_an_expired_token_resyncs_and_detaches_whoever_left_unseen(
     standin.state.expire_delta_tokens(status)
     standin.state.calls.clear()
     async with start(ONCALL, PLATFORM) as client:
-        await wait_for(lambda: len(cor.detaches) == 2, timeout=15)
+        await wait_for_async(lambda: len(cor.detaches) == 2, timeout=15)
         events = await history(client, "joe@acme.example")
         removal = next(e for e in events if e["kind"] == "removed")
         assert removal["detail"][0].startswith("resync: the delta token expired")
@@ -223,7 +220,7 @@ async def test_a_group_the_mapping_adds_gets_its_own_baseline_and_no_detaches(
     standin.state.calls.clear()
     async with start(ONCALL, FINANCE) as client:
         await rounds_done(client, None, covered=2)
-        await wait_for(lambda: len(cor.detaches) == 1)
+        await wait_for_async(lambda: len(cor.detaches) == 1)
     calls = standin.state.calls_to("/groups/delta")
     # The known batch resumed from its deltaLink; only Finance was read from the start.
     assert any("$deltatoken" in c["query"] for c in calls)
@@ -252,13 +249,13 @@ async def test_a_notification_of_a_deleted_group_detaches_every_member_the_bridg
         async def resolved() -> bool:
             return bool((await delta(client))["inbox_pending"] == 0)
 
-        await wait_for(resolved)
+        await wait_for_async(resolved)
         standin.state.delete_group(ONCALL)
         gone = note(None)
         gone["value"][0]["resourceData"]["@removed"] = {"reason": "deleted"}
         reply = await client.post("/hooks/graph", json=gone)
         assert reply.status_code == 202 and reply.json()["queued"] == 2
-        await wait_for(lambda: len(cor.detaches) == 2)
+        await wait_for_async(lambda: len(cor.detaches) == 2)
         assert sorted(detached(cor)) == [
             ("adele@acme.example", ["WS-ENG", "WS-ONCALL"]),
             ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),
@@ -288,7 +285,7 @@ async def test_delta_runs_with_credentials_alone_no_webhook_needed(
         last = await rounds_done(client, None, covered=1)
         standin.state.remove_member(ONCALL, ADELE)
         await rounds_done(client, last, covered=1)
-        await wait_for(lambda: len(cor.detaches) == 1)
+        await wait_for_async(lambda: len(cor.detaches) == 1)
         assert detached(cor) == [("adele@acme.example", ["WS-ENG", "WS-ONCALL"])]
         graph = (await client.get("/readyz")).json()["checks"]["graph"]
         assert graph["on"] is False and graph["subscriptions"] == []  # the webhook is off

@@ -14,6 +14,7 @@ from app.graph.client import GraphClient, GraphCredentials
 from app.graph.directory import Directory
 from app.graph.resolver import Resolver
 from app.mapping import parse_mapping
+from app.mapping_reload import MappingHolder
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import Database, letters
@@ -22,7 +23,6 @@ from app.store import graph as graph_store
 from app.store import jobs as job_store
 from app.store.graph import NewInboxEntry
 from app.store.schema import graph_inbox
-from app.tables import MappingHolder
 from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
 
 ONCALL = "0bc7d487-fd6f-41a0-8362-71ec81074f11"  # WS-ENG, WS-ONCALL (by id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,10 @@ from app.store import Database
 from app.store import graph as graph_store
 from app.store.schema import events
 from tests.builders import load_fixture
+from tests.fake_cor import FakeCor
 from tests.graph_standin import StandinServer
-from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
+from tests.inprocess import ADMIN, make_client
+from tests.waiting import wait_for_async
 
 STATE = "graph-client-state-for-tests"
 SUB = "092ba742-89d2-4417-a4c7-c120db062842"
@@ -47,22 +48,21 @@ def standin(standin_server: StandinServer) -> StandinServer:
 
 
 @pytest.fixture
-def cor() -> FakeCor:
-    return FakeCor()
+def database_url(tmp_path: Path) -> str:
+    """SQLite only (`inbox` reads the file): the Graph store runs on both engines elsewhere."""
+    return f"sqlite:///{tmp_path}/bridge.db"
 
 
 @pytest.fixture
-async def client(
-    tmp_path: Path, cor: FakeCor, standin: StandinServer
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings: dict[str, Any] = {"graph_client_state": STATE, **standin.settings()}
-    async with make_client(tmp_path, cor, mapping_text=MAPPING, **settings) as c:
-        register(tmp_path, SUB, expires=datetime.now(UTC) + timedelta(days=20))
-        yield c
+def bridge_settings(standin: StandinServer, tmp_path: Path) -> dict[str, Any]:
+    """Graph on, against the stand-in; the app starts with subscription SUB on record."""
+    register(tmp_path, SUB, expires=datetime.now(UTC) + timedelta(days=20))
+    return {"mapping_text": MAPPING, "graph_client_state": STATE, **standin.settings()}
 
 
 def register(tmp_path: Path, sub: str, *, expires: datetime) -> None:
     db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    db.migrate()
     with db.begin() as conn:
         graph_store.put_subscription(conn, sub, f"/groups/{GROUP}", expires, datetime.now(UTC))
     db.dispose()
@@ -102,12 +102,12 @@ async def test_a_removal_reaches_cor_once_however_often_graph_retries(
     reply = await client.post("/hooks/graph", json=notification())
     assert reply.status_code == 202
     assert reply.json() == {"queued": 2, "retries": 0, "ignored": 0, "lifecycle": 0}
-    await wait_for(lambda: bool(cor.detaches))
+    await wait_for_async(lambda: bool(cor.detaches))
     again = await client.post("/hooks/graph", json=notification())
     assert again.json()["retries"] == 2 and again.json()["queued"] == 0
     history = (await client.get("/admin/users/adele@acme.example/history", headers=ADMIN)).json()
     assert [(e["kind"], e["decision"]) for e in history["events"]] == [("removed", "queued")]
-    assert cor.detaches == [
+    assert cor.sent() == [
         (
             "/v2/integrations/users/adele@acme.example/detach",
             {"workspaces": ["WS-ENG", "WS-ONCALL"], "metadata": {"source": "MICROSOFT_DYNAMICS"}},
@@ -130,17 +130,15 @@ async def test_dotted_ids_are_ignored_and_the_rest_of_the_delivery_counts(
     reply = await client.post("/hooks/graph", json=body)
     assert reply.status_code == 202
     assert reply.json() == {"queued": 2, "retries": 0, "ignored": 3, "lifecycle": 0}
-    await wait_for(lambda: bool(cor.detaches))
-    await wait_for(lambda: inbox_empty(tmp_path))
+    await wait_for_async(lambda: bool(cor.detaches))
+    await wait_for_async(lambda: inbox_empty(tmp_path))
     decided = await decisions(tmp_path)
     assert decided[".."] == ("ignored", [MEMBER_REASON.format("'..'")])
     assert decided["."] == ("ignored", [MEMBER_REASON.format("'.'")])
     assert decided["graph:n-2"][0] == "ignored" and "group id '..'" in decided["graph:n-2"][1][0]
     assert decided[ODD][0] == "unresolved" and "'..' is not a usable" in decided[ODD][1][0]
     assert decided[LEFT][0] == "queued"
-    assert [path for path, _ in cor.detaches] == [
-        "/v2/integrations/users/adele@acme.example/detach"
-    ]
+    assert [path for path, _ in cor.sent()] == ["/v2/integrations/users/adele@acme.example/detach"]
     assert cor.raw_paths == ["/v2/integrations/users/adele%40acme.example/detach"]
     looked_up = {c["raw_path"] for c in standin.state.calls if "/token" not in c["raw_path"]}
     # Only the two real ids were looked up, each as one segment.
@@ -217,7 +215,7 @@ async def test_reauthorization_required_reaches_graph(
     body["value"][0].update(clientState=STATE, subscriptionExpirationDateTime=FUTURE)
     reply = await client.post("/hooks/graph/lifecycle", json=body)
     assert reply.status_code == 202 and reply.json()["lifecycle"] == 1
-    await wait_for(lambda: bool(standin.state.calls_to(f"/subscriptions/{SUB}/reauthorize")))
+    await wait_for_async(lambda: bool(standin.state.calls_to(f"/subscriptions/{SUB}/reauthorize")))
 
 
 async def test_graph_off_answers_404_even_to_the_handshake(tmp_path: Path, cor: FakeCor):
@@ -234,8 +232,8 @@ async def test_ids_only_without_credentials(tmp_path: Path, cor: FakeCor):
     async with make_client(tmp_path, cor, mapping_text=mapping, graph_client_state=STATE) as c:
         register(tmp_path, SUB, expires=datetime.now(UTC) + timedelta(days=1))
         assert (await c.post("/hooks/graph", json=notification())).status_code == 202
-        await wait_for(lambda: bool(cor.detaches))
-        assert cor.detaches[0][0] == f"/v2/integrations/users/{LEFT}/detach"
+        await wait_for_async(lambda: bool(cor.detaches))
+        assert cor.detaches[0].path == f"/v2/integrations/users/{LEFT}/detach"
         assert (await c.get("/readyz")).json()["checks"]["graph"]["credentials"] is False
 
 

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
-from app.graph.client import GraphClient, GraphCredentials
+from app.graph.client import GraphClient
 from app.graph.subscriptions import SubscriptionManager, mapped_resources
 from app.mapping import parse_mapping
 from app.settings import Settings
 from app.store import Database
 from app.store import graph as graph_store
-from tests.graph_standin import CLIENT_ID, CLIENT_SECRET, TENANT, StandinServer
+from tests.graph_standin import StandinServer
 
 GROUP = "0bc7d487-fd6f-41a0-8362-71ec81074f11"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def standin(standin_server: StandinServer) -> StandinServer:
     standin_server.state.reset()
     standin_server.state.validate_urls = False  # no bridge listens in these tests
     return standin_server
-
-
-@pytest.fixture
-async def client(standin: StandinServer) -> AsyncIterator[GraphClient]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        creds = GraphCredentials(TENANT, CLIENT_ID, CLIENT_SECRET)
-        yield GraphClient(http, standin.api_url, standin.url, creds)
 
 
 class Clock:
@@ -43,7 +34,7 @@ class Clock:
 
 
 def manager(
-    db: Database, client: GraphClient, clock: Clock, **settings: object
+    db: Database, graph_client: GraphClient, clock: Clock, **settings: object
 ) -> SubscriptionManager:
     values: dict[str, object] = {
         "graph_client_state": "state",
@@ -52,7 +43,7 @@ def manager(
         "graph_renew_before_seconds": 3600,
         **settings,
     }
-    return SubscriptionManager(db, client, Settings(_env_file=None, **values), clock=clock)  # type: ignore[call-arg]
+    return SubscriptionManager(db, graph_client, Settings(_env_file=None, **values), clock=clock)  # type: ignore[call-arg]
 
 
 def stored(db: Database) -> list[graph_store.StoredSubscription]:
@@ -61,10 +52,10 @@ def stored(db: Database) -> list[graph_store.StoredSubscription]:
 
 
 async def test_subscribe_creates_once_with_both_urls(
-    db: Database, client: GraphClient, standin: StandinServer
+    db: Database, graph_client: GraphClient, standin: StandinServer
 ):
     clock = Clock()
-    subs = manager(db, client, clock)
+    subs = manager(db, graph_client, clock)
     first = await subs.subscribe(f"/groups/{GROUP}")
     again = await subs.subscribe(f"/groups/{GROUP}")
     assert first.created and not again.created
@@ -78,10 +69,10 @@ async def test_subscribe_creates_once_with_both_urls(
 
 
 async def test_renewal_happens_before_expiry_and_not_earlier(
-    db: Database, client: GraphClient, standin: StandinServer
+    db: Database, graph_client: GraphClient, standin: StandinServer
 ):
     clock = Clock()
-    subs = manager(db, client, clock)
+    subs = manager(db, graph_client, clock)
     await subs.subscribe(f"/groups/{GROUP}")
     # Due in 23 hours: the loop still looks again within the hour.
     assert await subs.run_once() == 3600
@@ -98,10 +89,10 @@ async def test_renewal_happens_before_expiry_and_not_earlier(
 
 
 async def test_a_failed_renewal_is_recorded_and_tried_again_soon(
-    db: Database, client: GraphClient, standin: StandinServer
+    db: Database, graph_client: GraphClient, standin: StandinServer
 ):
     clock = Clock()
-    subs = manager(db, client, clock)
+    subs = manager(db, graph_client, clock)
     await subs.subscribe(f"/groups/{GROUP}")
     clock.now = T0 + timedelta(hours=23, minutes=30)
     standin.state.fault(503, path_contains="/subscriptions/")
@@ -111,24 +102,26 @@ async def test_a_failed_renewal_is_recorded_and_tried_again_soon(
     assert stored(db)[0].last_error is None
 
 
-async def test_a_subscription_graph_lost_says_how_to_recover(db: Database, client: GraphClient):
+async def test_a_subscription_graph_lost_says_how_to_recover(
+    db: Database, graph_client: GraphClient
+):
     clock = Clock()
     with db.begin() as conn:
         graph_store.put_subscription(conn, "gone", "/groups/x", T0 + timedelta(minutes=5), T0)
-    await manager(db, client, clock).run_once()
+    await manager(db, graph_client, clock).run_once()
     assert "cor-bridge graph subscribe" in (stored(db)[0].last_error or "")
     clock.now = T0 + timedelta(hours=1)  # and once it has expired
     with db.begin() as conn:
         graph_store.put_subscription(conn, "gone", "/groups/x", T0 + timedelta(minutes=5), T0)
-    await manager(db, client, clock).run_once()
+    await manager(db, graph_client, clock).run_once()
     assert stored(db)[0].last_error.startswith("expired")  # type: ignore[union-attr]
 
 
 async def test_reauthorization_requests_are_answered(
-    db: Database, client: GraphClient, standin: StandinServer
+    db: Database, graph_client: GraphClient, standin: StandinServer
 ):
     clock = Clock()
-    subs = manager(db, client, clock)
+    subs = manager(db, graph_client, clock)
     outcome = await subs.subscribe(f"/groups/{GROUP}")
     assert outcome.subscription is not None
     with db.begin() as conn:
@@ -141,7 +134,7 @@ async def test_reauthorization_requests_are_answered(
 
 
 async def test_mapped_resources_resolve_names_to_every_matching_group(
-    client: GraphClient, standin: StandinServer
+    graph_client: GraphClient, standin: StandinServer
 ):
     standin.state.add_group("fin-1", "Finance")
     standin.state.add_group("fin-2", "Finance")
@@ -154,6 +147,6 @@ groups:
   - {{provider: okta, group_id: 00gokta, workspaces: [WS-OPS]}}
 """
     )
-    resources, notes = await mapped_resources(client, mapping)
+    resources, notes = await mapped_resources(graph_client, mapping)
     assert resources == [f"/groups/{GROUP}", "/groups/fin-1", "/groups/fin-2"]
     assert notes == ["line 5: no Entra group is named \"O'Brien's\""]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from app.guard import FailureLimiter
 from tests.builders import load_fixture
-from tests.inprocess import ADMIN, OKTA, FakeCor, make_client
+from tests.fake_cor import FakeCor
+from tests.inprocess import ADMIN, OKTA, make_client
 
 
 class Clock:

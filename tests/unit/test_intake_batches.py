@@ -25,6 +25,7 @@ from app.store.events import NewEvent
 from app.store.jobs import NewJob
 from app.store.schema import events, jobs, memberships
 from tests.conftest import MAPPING
+from tests.examples import examples
 
 T0 = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -99,7 +100,7 @@ def _call_each(db: Database, mapping: Mapping, items: list[MembershipChange]) ->
     return [decisions[i] for i in range(len(items))]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.lists(a_change(), min_size=1, max_size=8), min_size=1, max_size=3),
 )

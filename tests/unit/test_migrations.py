@@ -184,6 +184,7 @@ database.dispose()
 """
 
 
+@pytest.mark.processes
 def test_replicas_starting_at_once_migrate_once(database_url: str):
     """Four processes migrate one fresh database together: all succeed, one schema."""
     starters = [

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from app.okta.standin import STANDIN_TOKEN, create_okta_standin, seeded
+from tests.fake_cor import FakeCor
 from tests.graph_standin import StandinServer
-from tests.inprocess import FakeCor, make_client
+from tests.inprocess import make_client
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from app.mapping import parse_mapping
 from app.store import Database
 from app.store.jobs import open_jobs_of
 from tests.conftest import MAPPING
+from tests.examples import examples
 
 T0 = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def a_change(draw: st.DrawFn) -> MembershipChange:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(a_change(), min_size=1, max_size=10))
 def test_nothing_is_detached_that_a_current_group_grants(changes: list[MembershipChange]):
     mapping = parse_mapping(MAPPING, path="test-mapping.yaml")

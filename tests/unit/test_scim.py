@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from app.sources.scim.handler import BridgeScimHandler
 from app.store import Database
 from app.store import scim as scim_store
 from app.store.schema import scim_members
-from tests.inprocess import ADMIN, FakeCor, make_client, wait_for
+from tests.fake_cor import FakeCor
+from tests.inprocess import ADMIN, make_client
+from tests.waiting import wait_for_async
 
 SCIM = {"Authorization": "Bearer scim-token", "Content-Type": "application/scim+json"}
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -46,24 +47,17 @@ groups:
 """
 
 
-@pytest.fixture
-def cor() -> FakeCor:
-    return FakeCor()
+# The app of these tests (and of test_scim_leniency.py): SCIM on, Entra groups mapped.
+SCIM_APP: dict[str, Any] = {
+    "mapping_text": MAPPING,
+    "scim_token": "scim-token",
+    "bridge_poll_seconds": 0.02,
+}
 
 
 @pytest.fixture
-async def client(
-    tmp_path: Path, cor: FakeCor, database_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(
-        tmp_path,
-        cor,
-        mapping_text=MAPPING,
-        database_url=database_url,
-        scim_token="scim-token",
-        bridge_poll_seconds=0.02,
-    ) as c:
-        yield c
+def bridge_settings() -> dict[str, Any]:
+    return SCIM_APP
 
 
 async def create_user(client: httpx.AsyncClient, name: str, **extra: Any) -> str:
@@ -110,13 +104,13 @@ async def history(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
 
 async def settled(client: httpx.AsyncClient, cor: FakeCor, count: int) -> None:
     """Wait until `count` detaches arrived and no job is left open."""
-    await wait_for(lambda: len(cor.detaches) >= count)
+    await wait_for_async(lambda: len(cor.detaches) >= count)
 
     async def idle() -> bool:
         reply = await client.get("/admin/jobs?state=pending&state=running", headers=ADMIN)
         return not reply.json()["jobs"]
 
-    await wait_for(idle)
+    await wait_for_async(idle)
 
 
 # -- auth and the error schema ----------------------------------------------------------
@@ -214,7 +208,7 @@ async def test_attributes_of_extensions_we_do_not_model_are_tolerated(client, co
     )
     assert reply.status_code in (200, 204), reply.text
     await settled(client, cor, 1)
-    assert cor.detaches[0][1]["workspaces"] == ["WS-FIN"]
+    assert cor.detaches[0].body["workspaces"] == ["WS-FIN"]
 
 
 async def test_plain_json_is_accepted_and_other_media_types_are_415(client):
@@ -282,7 +276,7 @@ async def test_a_workspace_another_group_still_grants_is_kept(client, cor):
     )
     assert reply.status_code in (200, 204)
     await settled(client, cor, 1)
-    assert cor.detaches == [
+    assert cor.sent() == [
         (
             "/v2/integrations/users/jane@acme.example/detach",
             {"workspaces": ["WS-ONCALL"], "metadata": {"source": "MICROSOFT_DYNAMICS"}},
@@ -314,7 +308,7 @@ async def test_entra_removes_members_by_value_list(client, cor):
     group = (await client.get(f"/scim/v2/Groups/{finance}", headers=SCIM)).json()
     assert [m["value"] for m in group["members"]] == [ben]
     await settled(client, cor, 2)
-    assert sorted(path for path, _ in cor.detaches) == [
+    assert sorted(path for path, _ in cor.sent()) == [
         "/v2/integrations/users/ann@acme.example/detach",
         "/v2/integrations/users/cy@acme.example/detach",
     ]
@@ -325,7 +319,7 @@ async def test_deleting_a_group_removes_every_member(client, cor):
     finance = await create_group(client, "Finance", [ann, ben])
     assert (await client.delete(f"/scim/v2/Groups/{finance}", headers=SCIM)).status_code == 204
     await settled(client, cor, 2)
-    assert sorted(path for path, _ in cor.detaches) == [
+    assert sorted(path for path, _ in cor.sent()) == [
         "/v2/integrations/users/ann@acme.example/detach",
         "/v2/integrations/users/ben@acme.example/detach",
     ]
@@ -337,7 +331,7 @@ async def test_deleting_a_user_removes_them_from_every_group(client, cor):
     await create_group(client, "Engineering", [ann])
     assert (await client.delete(f"/scim/v2/Users/{ann}", headers=SCIM)).status_code == 204
     await settled(client, cor, 1)
-    [(path, body)] = cor.detaches
+    [(path, body)] = cor.sent()
     assert path.endswith("/ann@acme.example/detach")
     assert sorted(body["workspaces"]) == ["WS-ENG", "WS-FIN", "WS-ONCALL"]  # type: ignore[arg-type]
 
@@ -350,7 +344,7 @@ async def test_deactivation_without_any_group_patch_detaches_everything(client, 
     )
     assert reply.status_code in (200, 204)
     await settled(client, cor, 1)
-    assert cor.detaches[0][1]["workspaces"] == ["WS-FIN"]
+    assert cor.detaches[0].body["workspaces"] == ["WS-FIN"]
     user = (await client.get(f"/scim/v2/Users/{ann}", headers=SCIM)).json()
     assert user["active"] is False
 
@@ -373,7 +367,7 @@ async def test_still_granted_reads_the_scim_memberships_even_after_an_external_i
     await patch(client, f"Users/{jane}", {"op": "replace", "path": "externalId", "value": "j-2"})
     await patch(client, f"Groups/{eng}", {"op": "remove", "path": f'members[value eq "{jane}"]'})
     await settled(client, cor, 1)
-    assert [body["workspaces"] for _, body in cor.detaches] == [["WS-ONCALL"]]
+    assert [body["workspaces"] for _, body in cor.sent()] == [["WS-ONCALL"]]
 
 
 # -- member PATCHes as row operations, held to scim2's own path ----------------------------

@@ -8,18 +8,15 @@ acts on is still refused, in SCIM's error schema, naming the attribute.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from app.sources.scim import leniency
-from tests.inprocess import FakeCor, make_client
 from tests.unit.test_scim import (
-    MAPPING,
     SCIM,
+    SCIM_APP,
     USER_SCHEMA,
     create_group,
     create_user,
@@ -34,23 +31,8 @@ PYDANTIC_TEXT = ("validation error for", "[type=", "For further information visi
 
 
 @pytest.fixture
-def cor() -> FakeCor:
-    return FakeCor()
-
-
-@pytest.fixture
-async def client(
-    tmp_path: Path, cor: FakeCor, database_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(
-        tmp_path,
-        cor,
-        mapping_text=MAPPING,
-        database_url=database_url,
-        scim_token="scim-token",
-        bridge_poll_seconds=0.02,
-    ) as c:
-        yield c
+def bridge_settings() -> dict[str, Any]:
+    return SCIM_APP
 
 
 class Warnings:
@@ -174,7 +156,7 @@ async def test_a_disable_that_carries_the_manager_reaches_intake(client, cor):
     )
     assert_ok(reply)
     await settled(client, cor, 1)
-    assert cor.detaches == [
+    assert cor.sent() == [
         (
             "/v2/integrations/users/jane@acme.example/detach",
             {"workspaces": ["WS-FIN"], "metadata": {"source": "MICROSOFT_DYNAMICS"}},
@@ -218,7 +200,7 @@ async def test_a_misshapen_attribute_does_not_sink_a_deactivation(client, cor, w
     )
     assert_ok(reply)
     await settled(client, cor, 1)
-    assert cor.detaches[0][1]["workspaces"] == ["WS-FIN"]
+    assert cor.detaches[0].body["workspaces"] == ["WS-FIN"]
     user = await user_of(client, jane)
     assert user["active"] is False and user["nickName"] == "JD" and "title" not in user
     assert warnings.dropped == ["phoneNumbers", "title"]
@@ -235,7 +217,7 @@ async def test_a_misshapen_attribute_does_not_sink_a_membership_change(client, c
     )
     assert_ok(reply)
     await settled(client, cor, 1)
-    assert [path for path, _ in cor.detaches] == ["/v2/integrations/users/jane@acme.example/detach"]
+    assert [path for path, _ in cor.sent()] == ["/v2/integrations/users/jane@acme.example/detach"]
     assert warnings.dropped == ["meta"]
 
 

@@ -25,6 +25,7 @@ from app.sources.scim.members import (
     reply_shows_members,
 )
 from app.sources.scim.service import BridgeScimService, make_provider
+from tests.examples import examples
 
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -84,7 +85,7 @@ operation = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.dictionaries(st.sampled_from(IDS[:3]), st.sampled_from(DISPLAYS), max_size=3),
     st.lists(operation, min_size=1, max_size=4),

@@ -19,7 +19,10 @@ from hypothesis import strategies as st
 
 from app.store import Database
 from app.store import jobs as job_store
-from tests.inprocess import FakeCor, make_client, wait_for
+from tests.examples import examples
+from tests.fake_cor import FakeCor
+from tests.inprocess import make_client
+from tests.waiting import wait_for_async
 
 USERS = ("ann", "ben", "cat")
 GROUPS = {"G0": ("WS-A", "WS-B"), "G1": ("WS-B",), "G2": ("WS-C",), "G3": ()}
@@ -145,9 +148,9 @@ async def scenario(folder: Path, ops: list[tuple[Any, ...]]) -> None:
             seen = len(cor.detaches)
             await send(client, ids, op)
             model.apply(op)
-            await wait_for(lambda: drained(db))
+            await wait_for_async(lambda: drained(db))
             sent: dict[str, set[str]] = {u: set() for u in USERS}
-            for path, detach in cor.detaches[seen:]:
+            for path, detach in cor.sent()[seen:]:
                 name = path.split("/")[-2].split("@")[0]
                 sent[name] |= set(detach["workspaces"])  # type: ignore[arg-type]
             for u in USERS:
@@ -159,7 +162,7 @@ async def scenario(folder: Path, ops: list[tuple[Any, ...]]) -> None:
 
 
 @settings(
-    max_examples=30,
+    max_examples=examples(30),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

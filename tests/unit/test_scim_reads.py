@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from app.store import Database
 from app.store.db import serialize_intake
-from tests.inprocess import ADMIN, FakeCor, make_client
+from tests.fake_cor import FakeCor
+from tests.inprocess import ADMIN, make_client
 
 SCIM = {"Authorization": "Bearer scim-token", "Content-Type": "application/scim+json"}
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"

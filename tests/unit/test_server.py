@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from app.server import server_config
 from app.settings import Settings
 from app.ui import auth
-from tests.inprocess import FakeCor, make_client
+from tests.fake_cor import FakeCor
+from tests.inprocess import make_client
 
 TOKEN = "admin-token"
 

@@ -50,15 +50,10 @@ class Clock:
 
 
 @pytest.fixture
-def fake() -> FakeCor:
-    cor = FakeCor()
+async def cor_client(cor: FakeCor) -> AsyncIterator[CorClient]:
+    """The worker's COR client: a static token the fake COR accepts."""
     cor.valid.add(STATIC)
-    return cor
-
-
-@pytest.fixture
-async def cor(fake: FakeCor) -> AsyncIterator[CorClient]:
-    async with fake.client() as http:
+    async with cor.client() as http:
         yield CorClient(http, API_URL, StaticToken(STATIC))
 
 
@@ -68,9 +63,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_worker(db: Database, cor: CorClient, clock: Clock):
+def make_worker(db: Database, cor_client: CorClient, clock: Clock):
     def make(policy: RetryPolicy = NO_BACKOFF, **options: Any) -> Worker:
-        return Worker(db, cor, policy, clock=clock, **options)
+        return Worker(db, cor_client, policy, clock=clock, **options)
 
     return make
 
@@ -127,7 +122,7 @@ def removal(group: GroupRef, login: str) -> MembershipChange:
 # --- coalescing -------------------------------------------------------------------------
 
 
-async def test_one_call_per_user_carries_all_their_due_workspaces(db, mapping, fake, make_worker):
+async def test_one_call_per_user_carries_all_their_due_workspaces(db, mapping, cor, make_worker):
     jane, bob = "jane@acme.example", "bob@acme.example"
     with db.begin() as conn:
         decisions = accept_changes(
@@ -137,12 +132,12 @@ async def test_one_call_per_user_carries_all_their_due_workspaces(db, mapping, f
             now=T0,
         )
     ids = [i for d in decisions for i in d.jobs]
-    fake.users = {jane: {"WS-ENG", "WS-ONCALL", "WS-FIN", "WS-OPS"}, bob: {"WS-FIN"}}
+    cor.users = {jane: {"WS-ENG", "WS-ONCALL", "WS-FIN", "WS-OPS"}, bob: {"WS-FIN"}}
 
     assert await make_worker().run_once() == 4
 
-    calls = {c.user_id: c for c in fake.detaches}
-    assert len(fake.detaches) == 2
+    calls = {c.user_id: c for c in cor.detaches}
+    assert len(cor.detaches) == 2
     assert sorted(calls[jane].workspaces) == ["WS-ENG", "WS-FIN", "WS-ONCALL"]
     assert calls[jane].body["metadata"] == {"source": "OKTA"}
     assert calls[bob].workspaces == ["WS-FIN"]
@@ -156,11 +151,11 @@ async def test_one_call_per_user_carries_all_their_due_workspaces(db, mapping, f
         assert outcomes(db, i) == ["done"]
 
 
-async def test_the_same_user_under_two_sources_is_two_calls(db, fake, make_worker):
+async def test_the_same_user_under_two_sources_is_two_calls(db, cor, make_worker):
     enqueue(db, "jane", "WS-ENG", source="OKTA")
     enqueue(db, "jane", "WS-FIN", source="MICROSOFT_DYNAMICS")
     await make_worker().run_once()
-    sent = sorted((c.body["metadata"]["source"], tuple(c.workspaces)) for c in fake.detaches)
+    sent = sorted((c.body["metadata"]["source"], tuple(c.workspaces)) for c in cor.detaches)
     assert sent == [("MICROSOFT_DYNAMICS", ("WS-FIN",)), ("OKTA", ("WS-ENG",))]
 
 
@@ -172,20 +167,20 @@ def test_coalesce_sends_solo_jobs_alone():
     assert sorted([job.id for job in g] for g in groups) == [[1], [2], [3, 4]]
 
 
-async def test_a_batch_bounds_one_round(db, fake, make_worker):
+async def test_a_batch_bounds_one_round(db, cor, make_worker):
     for user in ("ann", "bob", "cat"):
         enqueue(db, user, "WS-ENG")
     worker = make_worker(batch=2)
     assert [await worker.run_once() for _ in range(3)] == [2, 1, 0]
-    assert sorted(c.user_id for c in fake.detaches) == ["ann", "bob", "cat"]
+    assert sorted(c.user_id for c in cor.detaches) == ["ann", "bob", "cat"]
 
 
 # --- retryable failures -----------------------------------------------------------------
 
 
-async def test_503_keeps_jobs_pending_then_a_later_round_delivers(db, fake, make_worker, clock):
+async def test_503_keeps_jobs_pending_then_a_later_round_delivers(db, cor, make_worker, clock):
     ids = enqueue(db, "jane", "WS-ENG", "WS-ONCALL")
-    fake.script_detach(cor_error(503, "ZC503", "Service unavailable"))
+    cor.script_detach(cor_error(503, "ZC503", "Service unavailable"))
     worker = make_worker(RetryPolicy(base_seconds=10, max_seconds=900))
 
     assert await worker.run_once() == 2
@@ -200,20 +195,20 @@ async def test_503_keeps_jobs_pending_then_a_later_round_delivers(db, fake, make
         assert outcomes(db, i) == ["retry"]
 
     assert await worker.run_once() == 0  # not due yet
-    assert len(fake.detaches) == 1
+    assert len(cor.detaches) == 1
 
     clock.advance(seconds=10)
     assert await worker.run_once() == 2
-    assert len(fake.detaches) == 2
+    assert len(cor.detaches) == 2
     for i in ids:
         row = job(db, i)
         assert (row["state"], row["attempts"], row["last_status"]) == (job_store.DONE, 2, 200)
         assert outcomes(db, i) == ["retry", "done"]
 
 
-async def test_retry_after_sets_the_next_attempt(db, fake, make_worker, clock):
+async def test_retry_after_sets_the_next_attempt(db, cor, make_worker, clock):
     [i] = enqueue(db, "jane", "WS-ENG")
-    fake.script_detach(cor_error(429, "ZC429", "Too many requests", {"Retry-After": "30"}))
+    cor.script_detach(cor_error(429, "ZC429", "Too many requests", {"Retry-After": "30"}))
     await make_worker(RetryPolicy(base_seconds=1)).run_once()
     row = job(db, i)
     assert row["state"] == job_store.PENDING
@@ -221,9 +216,9 @@ async def test_retry_after_sets_the_next_attempt(db, fake, make_worker, clock):
     assert row["next_attempt_at"] == clock.now + timedelta(seconds=30)
 
 
-async def test_a_network_error_is_retried(db, fake, make_worker):
+async def test_a_network_error_is_retried(db, cor, make_worker):
     [i] = enqueue(db, "jane", "WS-ENG")
-    fake.script_detach(httpx.ConnectError("refused"))
+    cor.script_detach(httpx.ConnectError("refused"))
     worker = make_worker()
     await worker.run_once()
     assert (job(db, i)["state"], job(db, i)["last_status"]) == (job_store.PENDING, None)
@@ -232,9 +227,9 @@ async def test_a_network_error_is_retried(db, fake, make_worker):
     assert job(db, i)["state"] == job_store.DONE
 
 
-async def test_max_attempts_sends_the_job_to_the_dead_letters(db, fake, make_worker):
+async def test_max_attempts_sends_the_job_to_the_dead_letters(db, cor, make_worker):
     [i] = enqueue(db, "jane", "WS-ENG")
-    fake.script_detach(503, 503)
+    cor.script_detach(503, 503)
     worker = make_worker(RetryPolicy(max_attempts=2, base_seconds=0))
     await worker.run_once()
     assert job(db, i)["state"] == job_store.PENDING
@@ -244,14 +239,14 @@ async def test_max_attempts_sends_the_job_to_the_dead_letters(db, fake, make_wor
     assert row["attempts"] == 2
     assert row["last_message"].startswith("gave up after 2 attempts: COR answered 503")
     assert await worker.run_once() == 0
-    assert len(fake.detaches) == 2
+    assert len(cor.detaches) == 2
     assert outcomes(db, i) == ["retry", "retry"]
 
 
-async def test_max_age_sends_the_job_to_the_dead_letters(db, fake, make_worker, clock):
+async def test_max_age_sends_the_job_to_the_dead_letters(db, cor, make_worker, clock):
     [i] = enqueue(db, "jane", "WS-ENG", at=T0)
     clock.advance(hours=2)
-    fake.script_detach(503)
+    cor.script_detach(503)
     await make_worker(RetryPolicy(max_age=timedelta(hours=1), base_seconds=0)).run_once()
     row = job(db, i)
     assert (row["state"], row["attempts"]) == (job_store.DEAD, 1)
@@ -261,14 +256,14 @@ async def test_max_age_sends_the_job_to_the_dead_letters(db, fake, make_worker, 
 # --- permanent failures -----------------------------------------------------------------
 
 
-async def test_a_refused_group_is_split_and_each_job_retried_alone(db, fake, make_worker, clock):
+async def test_a_refused_group_is_split_and_each_job_retried_alone(db, cor, make_worker, clock):
     eng, oncall, fin = enqueue(db, "jane", "WS-ENG", "WS-ONCALL", "WS-FIN")
-    fake.users = {"jane": {"WS-ENG", "WS-FIN"}}
-    fake.refuse = {"WS-ONCALL"}  # COR does not associate jane with it: 400 ZC001
+    cor.users = {"jane": {"WS-ENG", "WS-FIN"}}
+    cor.refuse = {"WS-ONCALL"}  # COR does not associate jane with it: 400 ZC001
     worker = make_worker()
 
     assert await worker.run_once() == 3
-    [first] = fake.detaches
+    [first] = cor.detaches
     assert sorted(first.workspaces) == ["WS-ENG", "WS-FIN", "WS-ONCALL"]
     for i in (eng, oncall, fin):
         row = job(db, i)
@@ -278,7 +273,7 @@ async def test_a_refused_group_is_split_and_each_job_retried_alone(db, fake, mak
         assert outcomes(db, i) == ["split"]
 
     assert await worker.run_once() == 3  # same instant: the split jobs are due
-    assert sorted(c.workspaces for c in fake.detaches[1:]) == [
+    assert sorted(c.workspaces for c in cor.detaches[1:]) == [
         ["WS-ENG"],
         ["WS-FIN"],
         ["WS-ONCALL"],
@@ -290,12 +285,12 @@ async def test_a_refused_group_is_split_and_each_job_retried_alone(db, fake, mak
     assert outcomes(db, oncall) == ["split", "dead"]
 
     assert await worker.run_once() == 0
-    assert len(fake.detaches) == 4
+    assert len(cor.detaches) == 4
 
 
-async def test_a_refused_solo_job_goes_to_the_dead_letters_at_once(db, fake, make_worker):
+async def test_a_refused_solo_job_goes_to_the_dead_letters_at_once(db, cor, make_worker):
     [i] = enqueue(db, "ghost", "WS-ENG")
-    fake.script_detach(httpx.Response(400, json=load_fixture("cor/error-unknown-user.json")))
+    cor.script_detach(httpx.Response(400, json=load_fixture("cor/error-unknown-user.json")))
     worker = make_worker()
     await worker.run_once()
     row = job(db, i)
@@ -303,12 +298,12 @@ async def test_a_refused_solo_job_goes_to_the_dead_letters_at_once(db, fake, mak
     assert "Entity is not associated" in row["last_message"]
     assert outcomes(db, i) == ["dead"]
     assert await worker.run_once() == 0
-    assert len(fake.detaches) == 1
+    assert len(cor.detaches) == 1
 
 
 @pytest.mark.parametrize("user", [".", ".."])
 async def test_a_user_id_that_would_steer_the_call_is_dead_and_never_sent(
-    db, fake, make_worker, user
+    db, cor, make_worker, user
 ):
     # Intake refuses such ids; a job queued before it did must still never reach COR.
     ids = enqueue(db, user, "WS-ENG", "WS-FIN")
@@ -319,12 +314,12 @@ async def test_a_user_id_that_would_steer_the_call_is_dead_and_never_sent(
         row = job(db, i)
         assert (row["state"], row["last_status"]) == (job_store.DEAD, None)
         assert f"{user!r} is not a usable identifier in a URL path" in row["last_message"]
-    assert fake.requests == []
+    assert cor.requests == []
 
 
-async def test_a_split_wakes_the_worker(db, fake, make_worker):
+async def test_a_split_wakes_the_worker(db, cor, make_worker):
     enqueue(db, "jane", "WS-ENG", "WS-ONCALL")
-    fake.script_detach(400)
+    cor.script_detach(400)
     worker = make_worker()
     await worker.run_once()
     assert worker.rounds._wake.is_set()
@@ -333,19 +328,19 @@ async def test_a_split_wakes_the_worker(db, fake, make_worker):
 # --- claims -----------------------------------------------------------------------------
 
 
-async def test_jobs_not_yet_due_are_not_claimed(db, fake, make_worker, clock):
+async def test_jobs_not_yet_due_are_not_claimed(db, cor, make_worker, clock):
     [i] = enqueue(db, "jane", "WS-ENG", due=T0 + timedelta(minutes=10))
     worker = make_worker()
     assert await worker.run_once() == 0
     clock.advance(minutes=9, seconds=59)
     assert await worker.run_once() == 0
-    assert fake.detaches == []
+    assert cor.detaches == []
     clock.advance(seconds=1)
     assert await worker.run_once() == 1
     assert job(db, i)["state"] == job_store.DONE
 
 
-async def test_a_lapsed_claim_is_taken_again(db, fake, make_worker, clock):
+async def test_a_lapsed_claim_is_taken_again(db, cor, make_worker, clock):
     [i] = enqueue(db, "jane", "WS-ENG")
     assert claim_as_another_worker(db, now=T0, lease=timedelta(minutes=1)) == [i]
     worker = make_worker()
@@ -355,13 +350,13 @@ async def test_a_lapsed_claim_is_taken_again(db, fake, make_worker, clock):
     assert await worker.run_once() == 1
     row = job(db, i)
     assert (row["state"], row["claimed_by"], row["lease_until"]) == (job_store.DONE, None, None)
-    assert len(fake.detaches) == 1
+    assert len(cor.detaches) == 1
 
 
-async def test_a_claim_holds_a_lease_while_the_call_is_in_flight(db, fake, make_worker, clock):
+async def test_a_claim_holds_a_lease_while_the_call_is_in_flight(db, cor, make_worker, clock):
     [i] = enqueue(db, "jane", "WS-ENG")
     seen: list[dict[str, Any]] = []
-    fake.on_detach = lambda call: seen.append(job(db, i))
+    cor.on_detach = lambda call: seen.append(job(db, i))
     worker = make_worker(lease=timedelta(seconds=90))
     await worker.run_once()
     [during] = seen
@@ -370,10 +365,10 @@ async def test_a_claim_holds_a_lease_while_the_call_is_in_flight(db, fake, make_
     assert during["lease_until"] == T0 + timedelta(seconds=90)
 
 
-async def test_a_slow_batch_keeps_its_claim_past_the_lease(db, fake, make_worker, clock):
+async def test_a_slow_batch_keeps_its_claim_past_the_lease(db, cor, make_worker, clock):
     """COR slower than the lease: the worker extends it, so no other replica re-sends."""
     [i] = enqueue(db, "jane", "WS-ENG")
-    fake.delay = 0.5
+    cor.delay = 0.5
     worker = make_worker(lease=timedelta(seconds=0.15))  # extended every 0.05 s
     delivery = asyncio.create_task(worker.run_once())
     await asyncio.sleep(0.3)  # well past the first lease, the call still in flight
@@ -382,7 +377,7 @@ async def test_a_slow_batch_keeps_its_claim_past_the_lease(db, fake, make_worker
     assert claim_as_another_worker(db, now=clock(), lease=timedelta(minutes=1)) == []
     assert await delivery == 1
     assert job(db, i)["state"] == job_store.DONE
-    assert len(fake.detaches) == 1
+    assert len(cor.detaches) == 1
 
 
 async def run_until(worker: Worker, done: Any, timeout: float = 2.0) -> asyncio.Task[None]:
@@ -402,7 +397,7 @@ async def stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_release_on_start_puts_running_jobs_back(db, fake, make_worker):
+async def test_release_on_start_puts_running_jobs_back(db, cor, make_worker):
     [i] = enqueue(db, "jane", "WS-ENG")
     claim_as_another_worker(db, now=T0, lease=timedelta(hours=1))
     assert await make_worker().run_once() == 0  # without release the claim stands
@@ -410,10 +405,10 @@ async def test_release_on_start_puts_running_jobs_back(db, fake, make_worker):
     worker = make_worker(release_on_start=True, poll_seconds=0.01)
     task = await run_until(worker, lambda: job(db, i)["state"] == job_store.DONE)
     await stop(task)
-    assert [c.workspaces for c in fake.detaches] == [["WS-ENG"]]
+    assert [c.workspaces for c in cor.detaches] == [["WS-ENG"]]
 
 
-async def test_release_folds_a_crashed_claim_into_its_pending_twin(db, fake, make_worker):
+async def test_release_folds_a_crashed_claim_into_its_pending_twin(db, cor, make_worker):
     # A crashed claim with a pending twin: putting it back to pending would break the
     # one-pending-per-detach rule, so it folds into the twin, which is delivered once.
     [crashed] = enqueue(db, "jane", "WS-ENG")
@@ -425,10 +420,10 @@ async def test_release_folds_a_crashed_claim_into_its_pending_twin(db, fake, mak
     await stop(task)
     assert job(db, crashed)["state"] == job_store.CANCELLED
     assert "folded" in job(db, crashed)["last_message"]
-    assert len(fake.detaches) == 1
+    assert len(cor.detaches) == 1
 
 
-async def test_wake_skips_the_poll_wait(db, fake, make_worker):
+async def test_wake_skips_the_poll_wait(db, cor, make_worker):
     worker = make_worker(poll_seconds=60)
     task = await run_until(worker, lambda: worker.last_beat is not None)
     await asyncio.sleep(0.05)  # the first round found nothing: the worker now waits
@@ -448,7 +443,7 @@ async def run_until_state(db: Database, job_id: int, state: str) -> None:
     raise AssertionError(f"job {job_id} never reached {state}")
 
 
-async def test_a_failing_round_does_not_stop_the_worker(db, cor, fake, clock):
+async def test_a_failing_round_does_not_stop_the_worker(db, cor_client, cor, clock):
     [i] = enqueue(db, "jane", "WS-ENG")
     broken = iter([True])
 
@@ -457,7 +452,7 @@ async def test_a_failing_round_does_not_stop_the_worker(db, cor, fake, clock):
             raise RuntimeError("database went away")
         return clock()
 
-    worker = Worker(db, cor, NO_BACKOFF, clock=flaky, poll_seconds=0.01)
+    worker = Worker(db, cor_client, NO_BACKOFF, clock=flaky, poll_seconds=0.01)
     task = await run_until(worker, lambda: job(db, i)["state"] == job_store.DONE)
     await stop(task)
 
@@ -466,20 +461,20 @@ async def test_a_failing_round_does_not_stop_the_worker(db, cor, fake, clock):
 
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(1, 1), (2, 2), (8, 6)])
-async def test_concurrency_bounds_calls_in_flight(db, fake, make_worker, concurrency, expected):
+async def test_concurrency_bounds_calls_in_flight(db, cor, make_worker, concurrency, expected):
     users = [f"user-{n}" for n in range(6)]
     for user in users:
         enqueue(db, user, "WS-ENG")
-    fake.delay = 0.3  # longer than a busy machine takes to start the six calls
+    cor.delay = 0.3  # longer than a busy machine takes to start the six calls
     assert await make_worker(concurrency=concurrency).run_once() == 6
-    assert fake.max_in_flight == expected
-    assert sorted(c.user_id for c in fake.detaches) == users
+    assert cor.max_in_flight == expected
+    assert sorted(c.user_id for c in cor.detaches) == users
 
 
 # --- the same detach queued twice -------------------------------------------------------
 
 
-async def test_a_removal_queued_while_its_twin_is_in_flight_survives_a_503(db, fake, make_worker):
+async def test_a_removal_queued_while_its_twin_is_in_flight_survives_a_503(db, cor, make_worker):
     [first] = enqueue(db, "jane", "WS-ENG")
     second: list[int] = []
 
@@ -487,8 +482,8 @@ async def test_a_removal_queued_while_its_twin_is_in_flight_survives_a_503(db, f
         if not second:
             second.extend(enqueue(db, "jane", "WS-ENG", "WS-FIN"))
 
-    fake.on_detach = requeue_during_call
-    fake.script_detach(503)
+    cor.on_detach = requeue_during_call
+    cor.script_detach(503)
     worker = make_worker()
 
     await worker.run_once()
@@ -500,20 +495,20 @@ async def test_a_removal_queued_while_its_twin_is_in_flight_survives_a_503(db, f
     assert outcomes(db, first) == ["retry"]
 
     await worker.run_once()
-    assert [sorted(c.workspaces) for c in fake.detaches] == [["WS-ENG"], ["WS-ENG", "WS-FIN"]]
+    assert [sorted(c.workspaces) for c in cor.detaches] == [["WS-ENG"], ["WS-ENG", "WS-FIN"]]
     assert job(db, twin)["state"] == job(db, fin)["state"] == job_store.DONE
 
 
-async def test_twins_claimed_together_are_sent_once_and_requeued_once(db, fake, make_worker, clock):
+async def test_twins_claimed_together_are_sent_once_and_requeued_once(db, cor, make_worker, clock):
     [old] = enqueue(db, "jane", "WS-ENG")
     claim_as_another_worker(db, now=T0, lease=timedelta(minutes=1))
     [new] = enqueue(db, "jane", "WS-ENG", at=T0 + timedelta(seconds=10))
     clock.advance(minutes=2)
-    fake.script_detach(503)
+    cor.script_detach(503)
     worker = make_worker()
 
     assert await worker.run_once() == 2
-    [call] = fake.detaches
+    [call] = cor.detaches
     assert call.workspaces == ["WS-ENG"]
     assert job(db, new)["state"] == job_store.PENDING
     assert job(db, old)["state"] == job_store.CANCELLED
@@ -523,7 +518,7 @@ async def test_twins_claimed_together_are_sent_once_and_requeued_once(db, fake, 
     assert job(db, new)["state"] == job_store.DONE
 
 
-async def test_a_split_with_a_twin_in_flight_keeps_one_pending(db, fake, make_worker):
+async def test_a_split_with_a_twin_in_flight_keeps_one_pending(db, cor, make_worker):
     [eng, fin] = enqueue(db, "jane", "WS-ENG", "WS-FIN")
     second: list[int] = []
 
@@ -531,8 +526,8 @@ async def test_a_split_with_a_twin_in_flight_keeps_one_pending(db, fake, make_wo
         if not second:
             second.extend(enqueue(db, "jane", "WS-ENG"))
 
-    fake.on_detach = requeue_during_call
-    fake.script_detach(400)
+    cor.on_detach = requeue_during_call
+    cor.script_detach(400)
     await make_worker().run_once()
     [twin] = second
     assert job(db, fin)["state"] == job_store.PENDING
@@ -541,21 +536,21 @@ async def test_a_split_with_a_twin_in_flight_keeps_one_pending(db, fake, make_wo
     assert job(db, eng)["state"] == job_store.CANCELLED
 
 
-async def test_twins_both_done_when_cor_succeeds(db, fake, make_worker, clock):
+async def test_twins_both_done_when_cor_succeeds(db, cor, make_worker, clock):
     [old] = enqueue(db, "jane", "WS-ENG")
     claim_as_another_worker(db, now=T0, lease=timedelta(minutes=1))
     [new] = enqueue(db, "jane", "WS-ENG")
     clock.advance(minutes=2)
     await make_worker().run_once()
     assert job(db, old)["state"] == job(db, new)["state"] == job_store.DONE
-    assert [c.workspaces for c in fake.detaches] == [["WS-ENG"]]
+    assert [c.workspaces for c in cor.detaches] == [["WS-ENG"]]
 
 
 # --- the unexpected ---------------------------------------------------------------------
 
 
 async def test_an_unexpected_error_is_a_dead_letter_and_does_not_sink_the_others(
-    db, fake, make_worker
+    db, cor, make_worker
 ):
     [bob] = enqueue(db, "bob", "WS-ENG")
     [jane] = enqueue(db, "jane", "WS-ENG")
@@ -564,8 +559,8 @@ async def test_an_unexpected_error_is_a_dead_letter_and_does_not_sink_the_others
         if call.user_id == "bob":
             raise RuntimeError("a bug in the client")
 
-    fake.on_detach = explode_for_bob
-    fake.delay = 0.01
+    cor.on_detach = explode_for_bob
+    cor.delay = 0.01
     assert await make_worker().run_once() == 2
     assert job(db, jane)["state"] == job_store.DONE
     row = job(db, bob)
@@ -623,16 +618,16 @@ async def test_a_regrant_during_delivery_stops_the_retry_not_the_call(
         assert row["state"] == job_store.DONE
 
 
-async def test_jobs_that_failed_together_retry_together(db, fake, make_worker):
+async def test_jobs_that_failed_together_retry_together(db, cor, make_worker):
     ids = enqueue(db, "jane", "WS-ENG", "WS-ONCALL", "WS-FIN")
-    fake.script_detach(httpx.Response(503))
+    cor.script_detach(httpx.Response(503))
     worker = make_worker(RetryPolicy(base_seconds=8, max_seconds=60))
     await worker.run_once()
     due = {job(db, i)["next_attempt_at"] for i in ids}
     assert len(due) == 1, "one jitter draw for the call, so one retry call"
 
 
-async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping, fake, make_worker):
+async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping, cor, make_worker):
     with db.begin() as conn:
         [removed] = accept_changes(conn, mapping, [_change(ChangeKind.removed, T0)], now=T0)
     worker = make_worker()
@@ -642,5 +637,5 @@ async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping,
             conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0
         )
     await worker._deliver([claimed])
-    assert fake.detaches == []
+    assert cor.detaches == []
     assert job(db, removed.jobs[0])["state"] == job_store.CANCELLED

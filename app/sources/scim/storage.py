@@ -15,9 +15,6 @@ from typing import Any
 
 import structlog
 from scim2_models import (
-    InvalidValueException,
-    Meta,
-    NotFoundException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -29,15 +26,22 @@ from scim2_models import (
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import Connection
 
-from app.changes import MAX_ID_BYTES, ChangeKind, GroupRef, MembershipChange, Provider, UserRef
+from app.changes import ChangeKind, MembershipChange, Provider
+from app.sources.scim.documents import (
+    bounded,
+    build,
+    excludes_members,
+    kind_of,
+    members_sent,
+    version_of,
+)
 from app.sources.scim.members import MemberEdit, named_ids, replay
 from app.sources.scim.narrow import check_filter, narrowing
+from app.sources.scim.recorder import Recorder
 from app.store import scim as scim_store
-from app.store.scim import GROUPS, USERS, ConflictError, Row
+from app.store.scim import GROUPS, ConflictError, Row
 
 log = structlog.get_logger(__name__)
-
-# Filters on these attributes are answered from an indexed column first.
 
 
 class SqlStorage(ScimStorage):
@@ -55,11 +59,14 @@ class SqlStorage(ScimStorage):
     ) -> None:
         self.conn = conn
         self.provider = provider
-        self.idp: Provider = idp
-        self.request_id = request_id
         self.now = now
         self.lock = lock
-        self.changes: list[MembershipChange] = []
+        self.record = Recorder(conn, idp, request_id, now, lock)
+
+    @property
+    def changes(self) -> list[MembershipChange]:
+        """The membership changes this request made, in order."""
+        return self.record.changes
 
     # -- the ScimStorage interface ------------------------------------------------------
 
@@ -71,9 +78,9 @@ class SqlStorage(ScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         """One resource; members are skipped when the reply excludes them."""
-        row = self._stored(_kind(resource_type), resource_id)
+        row = self._stored(kind_of(resource_type), resource_id)
         return self._resource(
-            resource_type, row, with_members=not _excludes_members(response_parameters)
+            resource_type, row, with_members=not excludes_members(response_parameters)
         )
 
     def search(
@@ -91,10 +98,10 @@ class SqlStorage(ScimStorage):
             return self._page(resource_types, start, search_request.count)
         found: list[Resource[Any]] = []
         for resource_type in resource_types:
-            narrowed = narrowing(_kind(resource_type), search_request)
+            narrowed = narrowing(kind_of(resource_type), search_request)
             rows = scim_store.list_resources(
                 self.conn,
-                _kind(resource_type),
+                kind_of(resource_type),
                 column=narrowed.column if narrowed else None,
                 values=narrowed.values if narrowed else None,
             )
@@ -107,14 +114,14 @@ class SqlStorage(ScimStorage):
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         """Store a new resource; a group's initial members count as added."""
-        kind = _kind(resource_type)
+        kind = kind_of(resource_type)
         resource_id = uuid.uuid4().hex
         try:
-            scim_store.insert_resource(self.conn, kind, resource_id, _bounded(resource), self.now)
+            scim_store.insert_resource(self.conn, kind, resource_id, bounded(resource), self.now)
         except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if kind == GROUPS:
-            self._set_members(resource_id, _members(resource))
+            self._set_members(resource_id, members_sent(resource))
         return self.get(resource_type, resource_id)
 
     def update(
@@ -125,7 +132,7 @@ class SqlStorage(ScimStorage):
         expected_version: str | None = None,
     ) -> Resource[Any]:
         """Replace a resource with its new state (after PATCH or PUT) and diff its meaning."""
-        kind = _kind(resource_type)
+        kind = kind_of(resource_type)
         assert resource.id is not None
         before = self._stored(kind, resource.id)
         try:
@@ -133,27 +140,27 @@ class SqlStorage(ScimStorage):
                 self.conn,
                 kind,
                 resource.id,
-                _bounded(resource),
+                bounded(resource),
                 self.now,
-                _version(expected_version),
+                version_of(expected_version),
             )
         except ConflictError as exc:
             raise UniquenessException(detail=exc.message) from exc
         if not saved:
             raise PreconditionFailedException(detail=f"{kind} {resource.id} changed meanwhile")
         if kind == GROUPS:
-            self._set_members(resource.id, _members(resource))
+            self._set_members(resource.id, members_sent(resource))
         else:
-            self._note_activity(before, resource)
+            self.record.activity(before, resource)
         return self.get(resource_type, resource.id)
 
     def delete(
         self, resource_type: ResourceType, resource_id: str, *, expected_version: str | None = None
     ) -> None:
         """Delete a resource: a group's members and a user's groups count as removed."""
-        kind = _kind(resource_type)
+        kind = kind_of(resource_type)
         row = self._stored(kind, resource_id)
-        if expected_version is not None and row.version != _version(expected_version):
+        if expected_version is not None and row.version != version_of(expected_version):
             raise PreconditionFailedException(detail=f"{kind} {resource_id} changed meanwhile")
         if kind == GROUPS:
             self._set_members(resource_id, {})
@@ -161,7 +168,9 @@ class SqlStorage(ScimStorage):
             left = sorted(scim_store.user_group_ids(self.conn, resource_id))
             for index, group_id in enumerate(left):
                 remaining = [self._stored(GROUPS, g) for g in left[index + 1 :]]
-                self._record(ChangeKind.removed, row, self._stored(GROUPS, group_id), remaining)
+                self.record.change(
+                    ChangeKind.removed, row, self._stored(GROUPS, group_id), remaining
+                )
         scim_store.delete_resource(self.conn, kind, resource_id)
 
     # -- membership changes ---------------------------------------------------------------
@@ -182,7 +191,7 @@ class SqlStorage(ScimStorage):
         the request's preconditions fail on the group as stored.
         """
         row = self._stored(GROUPS, group_id)
-        check(self._build(resource_type, row, None))
+        check(build(self.provider, resource_type, row, None))
         stored = scim_store.member_displays(self.conn, group_id, named_ids(edits))
         replayed = replay(edits, stored)
         if replayed.modified:
@@ -193,7 +202,7 @@ class SqlStorage(ScimStorage):
             added = {u: d for u, d in wanted.items() if u not in stored}
             shown = {u: d for u, d in wanted.items() if u in stored and d != stored[u]}
             scim_store.change_members(self.conn, group_id, removed, added, shown)
-            self._record_members(group_id, removed, set(added))
+            self.record.members(group_id, removed, set(added))
             row = self._stored(GROUPS, group_id)
         return self._resource(resource_type, row, with_members=with_members)
 
@@ -204,7 +213,7 @@ class SqlStorage(ScimStorage):
         found: list[Resource[Any]] = []
         total = 0
         for resource_type in resource_types:
-            kind = _kind(resource_type)
+            kind = kind_of(resource_type)
             here = scim_store.count_resources(self.conn, kind)
             wanted = None if count is None else max(count - len(found), 0)
             if wanted != 0 and start - total < here:
@@ -219,7 +228,7 @@ class SqlStorage(ScimStorage):
         removed, added = scim_store.set_group_members(
             self.conn, group_id, self._known_members(group_id, wanted)
         )
-        self._record_members(group_id, removed, added)
+        self.record.members(group_id, removed, added)
 
     def _known_members(
         self, group_id: str, members: dict[str, str | None]
@@ -233,65 +242,10 @@ class SqlStorage(ScimStorage):
             )
         return {u: d for u, d in members.items() if u in known}
 
-    def _record_members(self, group_id: str, removed: set[str], added: set[str]) -> None:
-        """The changes of members leaving and joining a group, once its rows are written."""
-        group = self._stored(GROUPS, group_id)
-        # Read in bulk what each change needs (Entra removes 100 members a PATCH): the users,
-        # and for each one removed the groups they are still in (the still-granted rule).
-        users = scim_store.get_resources(self.conn, USERS, removed | added, lock=self.lock)
-        left_in = scim_store.groups_of(self.conn, removed)
-        groups = scim_store.get_resources(
-            self.conn, GROUPS, set().union(*left_in.values()), lock=self.lock
-        )
-        for kind, user_ids in ((ChangeKind.removed, removed), (ChangeKind.added, added)):
-            for user_id in sorted(user_ids):
-                user = users[user_id]
-                # An inactive user already lost every group; reactivation rejoins the ones held.
-                if not user.active:
-                    continue
-                if kind is ChangeKind.removed:
-                    still = [groups[g] for g in sorted(left_in[user_id])]
-                    self._record(kind, user, group, still)
-                else:
-                    self._record(kind, user, group)
-
-    def _note_activity(self, before: Row, after: Resource[Any]) -> None:
-        """`active` false is leaving every group; true again rejoins the groups still held."""
-        now_active = getattr(after, "active", None) is not False
-        if before.active and not now_active:
-            self._record(ChangeKind.user_deactivated, self._stored(USERS, before.id), None)
-        elif not before.active and now_active:
-            user = self._stored(USERS, before.id)
-            for group_id in sorted(scim_store.user_group_ids(self.conn, before.id)):
-                self._record(ChangeKind.added, user, self._stored(GROUPS, group_id))
-
-    def _record(
-        self, kind: ChangeKind, user: Row, group: Row | None, member_of: list[Row] | None = None
-    ) -> None:
-        if kind is ChangeKind.removed and member_of is None:
-            # Our own table is the truth of who is in what: the still-granted rule reads it
-            # rather than intake's copy, which an externalId change or a rename can leave stale.
-            current = scim_store.user_group_ids(self.conn, user.id)
-            member_of = [self._stored(GROUPS, g) for g in sorted(current)]
-        self.changes.append(
-            MembershipChange(
-                provider=self.idp,
-                event_id=f"scim:{self.request_id}:{len(self.changes):04d}",
-                occurred_at=self.now,
-                change=kind,
-                user=user_ref(user),
-                group=group_ref(group) if group is not None else None,
-                member_of=tuple(group_ref(g) for g in member_of) if member_of is not None else None,
-            )
-        )
-
     # -- rows and resources ---------------------------------------------------------------
 
     def _stored(self, kind: str, resource_id: str) -> Row:
-        row = scim_store.get_resource(self.conn, kind, resource_id, lock=self.lock)
-        if row is None:
-            raise NotFoundException(detail=f"{kind} {resource_id} not found")
-        return row
+        return self.record.stored(kind, resource_id)
 
     def _resources(self, resource_type: ResourceType, rows: list[Row]) -> list[Resource[Any]]:
         members = (
@@ -299,7 +253,7 @@ class SqlStorage(ScimStorage):
             if resource_type.name == GROUPS
             else {}
         )
-        return [self._build(resource_type, row, members.get(row.id)) for row in rows]
+        return [build(self.provider, resource_type, row, members.get(row.id)) for row in rows]
 
     def _resource(
         self, resource_type: ResourceType, row: Row, *, with_members: bool
@@ -307,84 +261,4 @@ class SqlStorage(ScimStorage):
         members = None
         if resource_type.name == GROUPS and with_members:
             members = scim_store.members_of(self.conn, [row.id])[row.id]
-        return self._build(resource_type, row, members)
-
-    def _build(
-        self, resource_type: ResourceType, row: Row, members: list[tuple[str, str]] | None
-    ) -> Resource[Any]:
-        model = self.provider.model_for(resource_type)
-        assert model is not None and issubclass(model, Resource)
-        data = dict(row.data)
-        if members is not None:
-            data["members"] = [
-                {"value": uid, "display": name, "$ref": f"Users/{uid}", "type": "User"}
-                for uid, name in members
-            ]
-        resource = model.model_validate(data)
-        resource.id = row.id
-        resource.meta = Meta(
-            resource_type=resource_type.name,
-            created=row.created,
-            last_modified=row.modified,
-            version=f'W/"{row.version}"',
-        )
-        return resource
-
-
-def _kind(resource_type: ResourceType) -> str:
-    return USERS if resource_type.name == USERS else GROUPS
-
-
-def user_ref(row: Row) -> UserRef:
-    """A SCIM user as the IdP identifiers intake knows: `id` is the externalId when sent."""
-    data = row.data
-    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and e.get("value")]
-    primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
-    return UserRef(
-        id=str(data.get("externalId") or row.id),
-        login=data.get("userName"),
-        email=primary["value"] if primary else None,
-        externalId=data.get("externalId"),
-        userName=data.get("userName"),
-    )
-
-
-def group_ref(row: Row) -> GroupRef:
-    """A SCIM group for the mapping: `id` is the externalId when sent, else ours."""
-    return GroupRef(id=str(row.data.get("externalId") or row.id), name=row.data.get("displayName"))
-
-
-def _document(resource: Resource[Any]) -> dict[str, Any]:
-    """What we store of a resource: everything but id, meta and members."""
-    return resource.model_dump(mode="json", exclude={"id", "meta", "members"}, by_alias=True)
-
-
-def _bounded(resource: Resource[Any]) -> dict[str, Any]:
-    """The document, once what becomes an identifier or an indexed column fits MAX_ID_BYTES."""
-    document = _document(resource)
-    values = [document.get(key) for key in ("userName", "externalId", "displayName")]
-    values += [e.get("value") for e in document.get("emails") or [] if isinstance(e, dict)]
-    if any(isinstance(v, str) and len(v.encode()) > MAX_ID_BYTES for v in values):
-        raise InvalidValueException(
-            detail=f"userName, externalId, displayName and emails are at most {MAX_ID_BYTES} bytes"
-        )
-    return document
-
-
-def _members(resource: Resource[Any]) -> dict[str, str | None]:
-    """Member user id -> the display name the IdP sent with it."""
-    return {str(m.value): m.display for m in getattr(resource, "members", None) or [] if m.value}
-
-
-def _version(etag: str | None) -> int | None:
-    if etag is None:
-        return None
-    try:
-        return int(etag.removeprefix("W/").strip('"'))
-    except ValueError:
-        return -1  # an ETag we never issued matches nothing
-
-
-def _excludes_members(parameters: ResponseParameters[Any] | None) -> bool:
-    excluded = parameters.excluded_attributes if parameters else None
-    return bool(excluded and any(str(p).lower() == "members" for p in excluded))
+        return build(self.provider, resource_type, row, members)

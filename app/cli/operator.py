@@ -1,130 +1,22 @@
-"""The `cor-bridge` command: serve, check, sandbox; jobs, history, replay for operators."""
+"""`cor-bridge jobs`, `history` and `replay`: for operators, against a running bridge (--url)
+or its database."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import httpx
 import typer
 from pydantic import ValidationError
 
-from app import console
-from app.cli_graph import graph_cli, report_graph
+from app.cli import console
+from app.cli.common import fail, load_settings
 from app.errors import ConfigError, InputError
 from app.mapping import load_mapping
-from app.okta.cli import okta_cli, report_okta
 from app.operations import INT32_MAX, INT64_MAX, JobFilter, JobPage, ReplayRequest
-from app.settings import Settings
-
-cli = typer.Typer(
-    help="cor-bridge: IdP group removals -> COR workspace detaches.", no_args_is_help=True
-)
-cli.add_typer(graph_cli, name="graph")
-cli.add_typer(okta_cli, name="okta")
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        _fail(
-            "settings: "
-            + "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        )
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"cor-bridge: {message}", err=True)
-    raise typer.Exit(2)
-
-
-@cli.command()
-def serve(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
-    sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="serve a COR stand-in and use it")
-    ] = False,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
-) -> None:
-    """Run the HTTP service and the delivery worker in one process."""
-    import uvicorn
-
-    from app.logs import configure_logging
-    from app.main import create_app, with_sandbox
-    from app.server import server_config
-    from app.tables import load_checked_mapping
-
-    configure_logging(log_level.upper())
-    settings = _settings()
-    if sandbox:
-        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-        settings = with_sandbox(settings, f"http://{local}:{port}/sandbox/cor")
-    elif settings.cor_access_token is None and not (
-        settings.cor_client_id and settings.cor_client_secret
-    ):
-        _fail("no COR credentials: set COR_CLIENT_ID and COR_CLIENT_SECRET, or COR_ACCESS_TOKEN")
-    try:
-        load_checked_mapping(settings)
-    except ConfigError as exc:
-        _fail(str(exc))
-    app = create_app(settings, sandbox=sandbox)
-    # SIGHUP means "reload the mapping"; until the watcher takes it over, it must not kill us.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    uvicorn.Server(server_config(app, settings, host, port)).run()
-
-
-@cli.command()
-def check() -> None:
-    """Validate settings and the mapping file; print the effective table."""
-    from app.tables import load_checked_mapping
-
-    settings = _settings()
-    try:
-        mapping = load_checked_mapping(settings)
-    except ConfigError as exc:
-        _fail(str(exc))
-    typer.echo(f"database: {settings.bridge_database_url.split('@')[-1]}")
-    for name, on in settings.sources_on().items():
-        typer.echo(f"source {name}: {'on' if on else 'off'}")
-    if settings.cor_access_token is not None:
-        typer.echo("COR credentials: static access token")
-    elif settings.cor_client_id and settings.cor_client_secret:
-        typer.echo(f"COR credentials: client credentials at {settings.cor_token_url}")
-    else:
-        typer.echo("COR credentials: none (only `serve --sandbox` will work)")
-    proxies = ", ".join(settings.trusted_proxies()) or "none (X-Forwarded-* headers are ignored)"
-    typer.echo(f"trusted proxies: {proxies}")
-    report_graph(settings, mapping)
-    report_okta(settings)
-    typer.echo(mapping.describe())
-
-
-@cli.command("sandbox")
-def sandbox_only(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
-) -> None:
-    """Serve only the stand-ins: COR under /sandbox/cor, Okta under /sandbox/okta."""
-    import uvicorn
-    from fastapi import FastAPI
-
-    from app.logs import configure_logging
-    from app.okta.standin import create_okta_standin, seeded
-    from app.sandbox import create_sandbox
-
-    configure_logging()
-    app = FastAPI(title="COR sandbox")
-    app.mount("/sandbox/cor", create_sandbox())
-    app.mount("/sandbox/okta", create_okta_standin(seeded()))
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
-
-
-# -- operator commands: against a running bridge (--url) or its database --------------------
 
 UrlOption = Annotated[
     str | None,
@@ -155,9 +47,9 @@ ProviderOption = Annotated[str | None, typer.Option("--provider", help="okta or 
 def _target(url: str | None, token: str | None, database: str | None) -> console.Target:
     if url:
         if not token:
-            _fail("--url needs the admin token: --token or BRIDGE_ADMIN_TOKEN")
+            fail("--url needs the admin token: --token or BRIDGE_ADMIN_TOKEN")
         return console.Remote(url, token)
-    settings = _settings()
+    settings = load_settings()
     return console.Local(
         database or settings.bridge_database_url,
         lambda: load_mapping(settings.bridge_mapping_file, default_source=settings.cor_source),
@@ -172,10 +64,9 @@ def _filter(
             state=state or [], cor_user_id=user, workspace=workspace, provider=provider
         )
     except ValidationError as exc:
-        _fail("; ".join(e["msg"] for e in exc.errors()))
+        fail("; ".join(e["msg"] for e in exc.errors()))
 
 
-@cli.command()
 def jobs(
     state: StateOption = None,
     user: UserOption = None,
@@ -197,7 +88,6 @@ def jobs(
     typer.echo(console.as_json(found) if as_json else "\n".join(console.job_lines(found)))
 
 
-@cli.command()
 def history(
     user: Annotated[str, typer.Argument(help="IdP user id, login or COR user id")],
     as_json: JsonOption = False,
@@ -211,7 +101,6 @@ def history(
     typer.echo(console.as_json(found) if as_json else "\n".join(console.history_lines(found)))
 
 
-@cli.command()
 def replay(
     ids: Annotated[
         list[int] | None,
@@ -264,17 +153,8 @@ def _acting(url: str | None, token: str | None, database: str | None) -> Iterato
         with console.opened(_target(url, token, database)) as target:
             yield target
     except InputError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the bridge: {type(exc).__name__}")
-
-
-def main() -> None:
-    """Entry point of the console script."""
-    cli()
-
-
-if __name__ == "__main__":
-    main()
+        fail(f"cannot reach the bridge: {type(exc).__name__}")

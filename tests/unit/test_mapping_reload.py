@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.settings import Settings
-from app.tables import MappingHolder, load_checked_mapping
 from tests.conftest import MAPPING
-from tests.inprocess import FakeCor, make_client, wait_for
+from tests.fake_cor import FakeCor
+from tests.inprocess import make_client
+from tests.waiting import wait_for_async
 
 
 def holder(tmp_path: Path) -> tuple[MappingHolder, Path]:
@@ -64,7 +66,7 @@ async def test_the_running_bridge_picks_up_a_changed_file(tmp_path: Path, bad: b
             mapping = (await client.get("/readyz")).json()["checks"]["mapping"]
             return bool(mapping["last_reload_error"]) if bad else mapping["groups"] == 5
 
-        await wait_for(reloaded)
+        await wait_for_async(reloaded)
         ready = await client.get("/readyz")
         assert ready.status_code == 200  # the last good table is still in force
         assert ready.json()["checks"]["mapping"]["groups"] == (4 if bad else 5)

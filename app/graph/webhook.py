@@ -17,9 +17,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app.errors import InputError
-from app.graph.inbox import accept_notifications
 from app.graph.notifications import mismatched_client_states, parse_delivery
 from app.graph.service import GraphService
+from app.graph.triage import accept_notifications
 from app.runtime import Bridge, BridgeDep
 from app.sources.common import read_body, refuse_auth
 

@@ -6,13 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import httpx
 import typer
 
+from app.cli.common import database, fail
 from app.errors import ConfigError
 from app.mapping import Mapping
+from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.client import OktaClient, log_url
 from app.okta.log_poller import EVENT_TYPES, NAME, okta_time
 from app.okta.reconcile import Sync
@@ -20,7 +22,6 @@ from app.okta.service import okta_client
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import Database, cursors
-from app.tables import MappingHolder, load_checked_mapping
 
 okta_cli = typer.Typer(
     help="Okta's Management API: membership sync and System Log catch-up.", no_args_is_help=True
@@ -73,13 +74,8 @@ def catch_up(
     when = since if since.tzinfo else since.replace(tzinfo=UTC)
     assert settings.okta_org_url is not None
     url = log_url(settings.okta_org_url, okta_time(when), EVENT_TYPES)
-    db = Database(settings.bridge_database_url)
-    try:
-        db.migrate()
-        with db.begin() as conn:
-            cursors.set_cursor(conn, NAME, url, datetime.now(UTC))
-    finally:
-        db.dispose()
+    with database(settings) as db, db.begin() as conn:
+        cursors.set_cursor(conn, NAME, url, datetime.now(UTC))
     typer.echo(f"the System Log catch-up starts at {okta_time(when)} on its next poll")
 
 
@@ -88,9 +84,9 @@ def _configured() -> tuple[Settings, Mapping]:
         settings = Settings()
         mapping = load_checked_mapping(settings)
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not settings.okta_directory():
-        _fail("set OKTA_ORG_URL and OKTA_API_TOKEN (or OKTA_CLIENT_ID and OKTA_PRIVATE_KEY_FILE)")
+        fail("set OKTA_ORG_URL and OKTA_API_TOKEN (or OKTA_CLIENT_ID and OKTA_PRIVATE_KEY_FILE)")
     return settings, mapping
 
 
@@ -107,8 +103,3 @@ async def _bridge(settings: Settings, mapping: Mapping) -> AsyncIterator[tuple[B
             )
     finally:
         db.dispose()
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)

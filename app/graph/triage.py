@@ -1,4 +1,5 @@
-"""Notifications into the inbox: the subscription check, dedupe, and what is only recorded.
+"""Triage of a Graph delivery: each notification becomes an inbox row, a recorded-only
+event or a lifecycle mark (the subscription check and dedupe included).
 
 Runs inside the webhook's transaction, before Graph gets its 202, and does no lookups: a
 membership entry becomes an inbox row (resolved later), everything else an IgnoredEvent

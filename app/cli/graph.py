@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import httpx
 import typer
 
+from app.cli.common import database, fail, load_settings
 from app.errors import BridgeError, ConfigError
 from app.graph.client import GraphClient, Subscription
 from app.graph.config import check_graph, credentials
 from app.graph.subscriptions import ALL_GROUPS, Outcome, SubscriptionManager, mapped_resources
+from app.logs import configure_logging
 from app.mapping import Mapping
 from app.settings import Settings
-from app.store import Database
 from app.store import graph as graph_store
 from app.store.graph import StoredSubscription
 
@@ -39,16 +39,16 @@ def subscribe(
     ] = False,
 ) -> None:
     """Create subscriptions (changeType updated) for the mapping's Entra groups."""
-    from app.tables import load_checked_mapping
+    from app.mapping_reload import load_checked_mapping
 
     settings = _settings()
     try:
         mapping = load_checked_mapping(settings)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if settings.graph_client_state is None or not settings.graph_notification_url:
-        _fail("set GRAPH_CLIENT_STATE and GRAPH_NOTIFICATION_URL (the public URL of /hooks/graph)")
-    with _database(settings) as db:
+        fail("set GRAPH_CLIENT_STATE and GRAPH_NOTIFICATION_URL (the public URL of /hooks/graph)")
+    with database(settings) as db:
 
         async def go(client: GraphClient) -> tuple[list[str], list[Outcome]]:
             manager = SubscriptionManager(db, client, settings)
@@ -67,7 +67,7 @@ def subscribe(
     for note in notes:
         typer.echo(f"note: {note}")
     if not outcomes:
-        _fail("the mapping names no entra group: nothing to subscribe to (or use --all-groups)")
+        fail("the mapping names no entra group: nothing to subscribe to (or use --all-groups)")
     for outcome in outcomes:
         typer.echo(_outcome_line(outcome))
     if any(o.error for o in outcomes):
@@ -78,7 +78,7 @@ def subscribe(
 def list_subscriptions() -> None:
     """The subscriptions the bridge renews; with credentials, checked against Graph's list."""
     settings = _settings()
-    with _database(settings) as db, db.begin() as conn:
+    with database(settings) as db, db.begin() as conn:
         stored = graph_store.list_subscriptions(conn)
     remote: list[Subscription] | None = None
     if credentials(settings) is not None:
@@ -108,12 +108,12 @@ def register(
     try:
         expires_at = datetime.fromisoformat(expires.strip().replace("Z", "+00:00"))
     except ValueError:
-        _fail(f"--expires {expires!r} is not an ISO 8601 date-time")
+        fail(f"--expires {expires!r} is not an ISO 8601 date-time")
     if expires_at.tzinfo is None:
-        _fail("--expires needs a UTC offset, e.g. 2026-12-20T11:00:00Z")
+        fail("--expires needs a UTC offset, e.g. 2026-12-20T11:00:00Z")
     settings = _settings()
     now = datetime.now(UTC)
-    with _database(settings) as db, db.begin() as conn:
+    with database(settings) as db, db.begin() as conn:
         graph_store.put_subscription(conn, subscription_id, resource, expires_at, now)
     typer.echo(f"registered {subscription_id} ({resource}), expires {expires_at.isoformat()}")
     if expires_at <= now:
@@ -123,7 +123,7 @@ def register(
 def _with_client(settings: Settings, work: Callable[[GraphClient], Awaitable[T]]) -> T:
     creds = credentials(settings)
     if creds is None:
-        _fail("set GRAPH_TENANT_ID, GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET (an app registration)")
+        fail("set GRAPH_TENANT_ID, GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET (an app registration)")
 
     async def run() -> T:
         timeout = httpx.Timeout(settings.graph_timeout_seconds, connect=5.0)
@@ -134,7 +134,7 @@ def _with_client(settings: Settings, work: Callable[[GraphClient], Awaitable[T]]
     try:
         return asyncio.run(run())
     except BridgeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _outcome_line(outcome: Outcome) -> str:
@@ -164,33 +164,10 @@ def _stored_line(s: StoredSubscription, now: datetime, in_graph: set[str] | None
     return "  ".join(parts)
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The bridge's database, migrated; closed when the command is done with it."""
-    try:
-        db = Database(settings.bridge_database_url)
-        db.migrate()
-    except ConfigError as exc:
-        _fail(str(exc))
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 def _settings() -> Settings:
-    from app.cli import _settings as load
-    from app.logs import configure_logging
-
     # Warnings and errors as JSON on stderr; stdout is for the command's own answer.
     configure_logging("WARNING")
-    return load()
-
-
-def _fail(message: str) -> NoReturn:
-    from app.cli import _fail as fail
-
-    fail(message)
+    return load_settings()
 
 
 def report_graph(settings: Settings, mapping: Mapping) -> None:
@@ -204,4 +181,4 @@ def report_graph(settings: Settings, mapping: Mapping) -> None:
     for warning in warnings:
         typer.echo(f"warning: {warning}")
     if fatal is not None:
-        _fail(f"{mapping.path}: {fatal}")
+        fail(f"{mapping.path}: {fatal}")
