@@ -14,9 +14,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.graph_standin.delta import answer_delta
-from tests.graph_standin.replies import error, page
-from tests.graph_standin.state import CLIENT_ID, CLIENT_SECRET, ROLE, TENANT, StandinState
+from app.graph.standin.delta import answer_delta
+from app.graph.standin.replies import error, page
+from app.graph.standin.state import CLIENT_ID, CLIENT_SECRET, ROLE, TENANT, StandinState
 
 
 def create_standin(state: StandinState) -> FastAPI:

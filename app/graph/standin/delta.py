@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.graph_standin.replies import error
-from tests.graph_standin.state import StandinState
+from app.graph.standin.replies import error
+from app.graph.standin.state import StandinState
 
 _ID_EQ = re.compile(r"^id eq '([^']+)'$")
 MAX_FILTER_IDS = 50
