@@ -3,13 +3,17 @@
 For each user: `GET /Users?filter=userName eq "..."` (nothing yet), then `POST /Users`; for
 each group: `GET /Groups?filter=displayName eq "..."`, `POST /Groups`, then member PATCHes of
 100. What counts is that a request costs the same with 10,000 users stored as with 100: the
-median of the last tenth of the user requests over the median of the first tenth.
+median of the last tenth of the user requests over the median of the first tenth. Beside it,
+the bridge's own CPU time per request in those tenths (from /proc): wall time on a shared
+machine moves with the neighbours, CPU time shows whether the bridge's work grows.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ def scim_cycle(
             }
             with httpx.Client(base_url=bridge.url, headers=headers, timeout=60) as http:
                 started = time.perf_counter()
-                user_times, ids = _users(http, users)
+                user_times, ids, cpu = _users(http, users, lambda: cpu_seconds(bridge.pid))
                 group_times = _groups(http, groups, ids)
                 seconds = time.perf_counter() - started
     every = sorted(user_times + group_times)
@@ -49,7 +53,14 @@ def scim_cycle(
         "p99_ms": ingest._pct(every, 99) * 1000, "first_ms": first * 1000,
         "last_ms": last * 1000, "flat": last / first,
         "lookup_ms": [t * 1000 for t in lookups], "create_ms": [t * 1000 for t in creates],
+        "cpu_ms": cpu, "cpu_flat": cpu[1] / cpu[0] if cpu[0] else 0.0,
     }  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ends(took: list[float]) -> tuple[float, float]:
@@ -58,10 +69,18 @@ def _ends(took: list[float]) -> tuple[float, float]:
     return statistics.median(took[:tenth]), statistics.median(took[-tenth:])
 
 
-def _users(http: httpx.Client, users: int) -> tuple[list[float], list[str]]:
+def _users(
+    http: httpx.Client, users: int, cpu: Callable[[], float]
+) -> tuple[list[float], list[str], tuple[float, float]]:
+    """Per-request times, the ids made, and the bridge's CPU ms a request in the first and
+    the last tenth of the users."""
     took: list[float] = []
     ids: list[str] = []
+    tenth = max(users // 10, 1)
+    marks: dict[int, float] = {}
     for n in range(users):
+        if n in (0, tenth, users - tenth):
+            marks[n] = cpu()
         name = f"cycle{n:06}@acme.example"
         took.append(_timed(http, "GET", "/scim/v2/Users", 200, params={
             "filter": f'userName eq "{name}"'}))  # fmt: skip
@@ -71,7 +90,11 @@ def _users(http: httpx.Client, users: int) -> tuple[list[float], list[str]]:
         took.append(time.perf_counter() - began)
         _expect(reply, 201)
         ids.append(reply.json()["id"])
-    return took, ids
+    marks[users] = cpu()
+    per_request = 1000 / (2 * tenth)  # two requests a user
+    first = (marks[tenth] - marks[0]) * per_request
+    last = (marks[users] - marks[users - tenth]) * per_request
+    return took, ids, (first, last)
 
 
 def _groups(http: httpx.Client, groups: int, ids: list[str]) -> list[float]:

@@ -9,16 +9,20 @@ who is in each group and detaches nothing; later rounds put each removal and joi
 Graph inbox, so they take the path a notification's entry takes (transitiveMemberOf before a
 removal), and a group that comes back `@removed` sends off each member the bridge knew in it.
 A group the mapping adds later gets a batch, and a baseline, of its own.
+
+A delta token does not live for ever (Graph: seven days for groups, then 400
+`syncStateNotFound`; other resources answer 410). The batch then reads its groups whole again,
+a resync: whoever the bridge knew in a group and the complete listing no longer shows left it
+while the bridge was not told, and is queued as a removal like any delta removal. A resync cut
+short (a restart, another replica) starts its listing again, as only a whole listing says who
+is gone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,8 +34,17 @@ from app import metrics
 from app.changes import GroupRef, IgnoredEvent
 from app.errors import BridgeError, PermanentError
 from app.graph.client import DeltaPage, GraphClient
+from app.graph.delta_batches import (
+    BATCH,
+    Batch,
+    Listing,
+    entry_key,
+    new_batches,
+    parse_batch,
+    token_expired,
+)
 from app.graph.delta_pages import Entry, read_page
-from app.graph.origins import BASELINE, DELTA, GROUP_DELETED
+from app.graph.origins import BASELINE, DELTA, GROUP_DELETED, RESYNC
 from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import cursors
@@ -42,12 +55,8 @@ from app.store.graph import NewInboxEntry
 log = structlog.get_logger(__name__)
 
 NAME = "graph_delta"  # the lease, the last round and its errors
-BATCH = "graph_delta:"  # + a hash of the batch's group ids: one cursor per batch
-# Graph takes at most 50 `id eq` expressions in one delta query's $filter.
-MAX_IDS = 50
 MAX_PAGES_A_ROUND = 500
 SKEW = timedelta(seconds=60)
-GONE = 410  # Graph: the delta token expired; start that batch again
 LEASE = timedelta(seconds=120)  # renewed by every page
 
 
@@ -58,41 +67,6 @@ class LostTurnError(BridgeError):
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Up to MAX_IDS groups read by one delta query, and where that query stands."""
-
-    name: str
-    groups: tuple[str, ...]
-    link: str | None = None  # the deltaLink, or the nextLink a round stopped at
-    baseline: bool = True  # the link (if any) is still inside the first round
-
-    def cursor(self, link: str, baseline: bool) -> str:
-        """The stored form of this batch at `link`."""
-        return json.dumps({"groups": list(self.groups), "link": link, "baseline": baseline})
-
-
-def new_batches(group_ids: Sequence[str]) -> list[Batch]:
-    """Groups no batch covers yet, MAX_IDS to a batch, each named by its groups."""
-    found = []
-    for start in range(0, len(group_ids), MAX_IDS):
-        ids = tuple(sorted(group_ids[start : start + MAX_IDS]))
-        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-        found.append(Batch(BATCH + digest, ids))
-    return found
-
-
-def parse_batch(name: str, cursor: str | None) -> Batch | None:
-    """A stored batch, or None when its row holds nothing usable."""
-    try:
-        raw = json.loads(cursor or "")
-        groups = tuple(str(g) for g in raw["groups"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    link = raw.get("link")
-    return Batch(name, groups, str(link) if link else None, bool(raw.get("baseline", True)))
 
 
 class DeltaPoller:
@@ -181,18 +155,25 @@ class DeltaPoller:
 
     async def _run_batch(self, batch: Batch, started: datetime, lease: timedelta) -> int:
         await anyio.to_thread.run_sync(self._hold_batch, batch.name, started, lease)
-        link, baseline, read = batch.link, batch.baseline or batch.link is None, 0
+        link, baseline, resync = batch.link, batch.baseline or batch.link is None, batch.resync
+        if resync:
+            link = None  # a resync cut short: its listing so far is not in memory, read it again
+        listing = Listing(batch.groups) if resync else None
+        read = 0
         for _ in range(MAX_PAGES_A_ROUND):
             try:
                 page = await self.client.group_delta(link, batch.groups)
             except PermanentError as exc:
-                if exc.status != GONE or link is None:
+                if link is None or not token_expired(exc):
                     raise
-                # The token expired: read the groups whole again, as a first round does.
-                log.warning("graph_delta_token_expired", batch=batch.name)
+                # The token expired: read the groups whole again. After a finished round that
+                # is a resync, which also finds who left while nobody told the bridge.
+                resync = resync or not baseline
+                log.warning("graph_delta_token_expired", batch=batch.name, resync=resync)
                 link, baseline = None, True
+                listing = Listing(batch.groups) if resync else None
                 continue
-            read += await self._store_page(batch, page, baseline, started)
+            read += await self._store_page(batch, page, baseline, started, listing)
             if page.next_url is None:
                 break
             link = page.next_url
@@ -202,11 +183,19 @@ class DeltaPoller:
         return read
 
     async def _store_page(
-        self, batch: Batch, page: DeltaPage, baseline: bool, started: datetime
+        self,
+        batch: Batch,
+        page: DeltaPage,
+        baseline: bool,
+        started: datetime,
+        listing: Listing | None = None,
     ) -> int:
         entries, deleted = read_page(page)
         done = page.next_url is None
-        cursor = batch.cursor(page.next_url or page.delta_url or "", baseline and not done)
+        link = page.next_url or page.delta_url or ""
+        cursor = batch.cursor(link, baseline and not done, listing is not None and not done)
+        if listing is not None:
+            listing.add(entries, deleted)
         # A baseline's sightings are dated a little early: a removal notified just before,
         # by Graph's clock, is then not taken as older than what the listing showed.
         at = started - SKEW if baseline else started
@@ -224,6 +213,8 @@ class DeltaPoller:
                 n, event = self._group_deleted(conn, group_id, at)
                 queued += n
                 recorded.append(event)
+            if listing is not None and done:
+                queued += self._resync(conn, listing, at)
             return queued, recorded
 
         async with self._turn():
@@ -235,7 +226,7 @@ class DeltaPoller:
     def _queue(self, conn: Connection, entry: Entry, baseline: bool, at: datetime) -> bool:
         origin = BASELINE if baseline else DELTA
         direction = "removed" if entry.removed else "added"
-        key = _key(origin, at, entry.group_id, entry.member_id, direction)
+        key = entry_key(origin, at, entry.group_id, entry.member_id, direction)
         new = NewInboxEntry(key, origin, entry.group_id, entry.member_id, entry.removed, at)
         return graph_store.add_inbox_entry(conn, new, self._clock()) is not None
 
@@ -243,20 +234,31 @@ class DeltaPoller:
         known = membership_store.members_of_group(conn, "entra", group_id)
         queued = 0
         for m in known:
-            key = _key(GROUP_DELETED, at, group_id, m.user_id, "removed")
+            key = entry_key(GROUP_DELETED, at, group_id, m.user_id, "removed")
             entry = NewInboxEntry(key, GROUP_DELETED, group_id, m.user_id, True, at)
             queued += graph_store.add_inbox_entry(conn, entry, self._clock()) is not None
         log.warning("graph_group_deleted", group_id=group_id, known_members=len(known), path=NAME)
         name = membership_store.known_group_name(conn, "entra", group_id)
         event = IgnoredEvent(
             provider="entra",
-            event_id=_key(GROUP_DELETED, at, group_id, "", "group"),
+            event_id=entry_key(GROUP_DELETED, at, group_id, "", "group"),
             occurred_at=at,
             kind="graph.group_deleted",
             reason=f"group {group_id} was deleted (delta): its {len(known)} known members leave it",
             group=GroupRef(id=group_id, name=name),
         )
         return queued, event
+
+    def _resync(self, conn: Connection, listing: Listing, at: datetime) -> int:
+        """Queue a removal of each member the bridge knew whom the whole listing left out."""
+        queued = 0
+        for group_id, missing in listing.missing(conn).items():
+            for user_id in missing:
+                key = entry_key(RESYNC, at, group_id, user_id, "removed")
+                entry = NewInboxEntry(key, RESYNC, group_id, user_id, True, at)
+                queued += graph_store.add_inbox_entry(conn, entry, self._clock()) is not None
+            log.warning("graph_delta_resync_missing", group_id=group_id, members=len(missing))
+        return queued
 
     def _take_turn(self, now: datetime, lease: timedelta) -> cursors.PollerState | None:
         # SQLite serves one process: a turn still held is this process's before a restart.
@@ -292,8 +294,3 @@ class DeltaPoller:
             else:
                 cursors.record_error(conn, NAME, error, self._clock())
             cursors.release(conn, NAME, self.holder)
-
-
-def _key(origin: str, at: datetime, group_id: str, member_id: str, what: str) -> str:
-    key = f"{origin}:{at.isoformat(timespec='seconds')}:{group_id}:{member_id}:{what}"
-    return key if len(key) <= 200 else f"{origin}:" + hashlib.sha256(key.encode()).hexdigest()

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app import metrics
-from app.graph.delta import BATCH, NAME, Batch, DeltaPoller, parse_batch
+from app.graph.delta import NAME, DeltaPoller
+from app.graph.delta_batches import BATCH, Batch, parse_batch
 from app.store import cursors
 from app.store.cursors import PollerState
 

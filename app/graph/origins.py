@@ -9,7 +9,8 @@ from __future__ import annotations
 DELTA = "graph-delta"  # a later round of the delta query: a join or a leave since the last
 BASELINE = "graph-delta-baseline"  # a group's first round: who is in it now
 GROUP_DELETED = "graph-group-deleted"  # a deleted group: each member the bridge knew in it
-ORIGINS = frozenset({DELTA, BASELINE, GROUP_DELETED})
+RESYNC = "graph-delta-resync"  # the delta token expired: a whole listing no longer shows them
+ORIGINS = frozenset({DELTA, BASELINE, GROUP_DELETED, RESYNC})
 
 
 def origin_note(origin: str, group_id: str, removed: bool) -> str | None:
@@ -18,6 +19,8 @@ def origin_note(origin: str, group_id: str, removed: bool) -> str | None:
         return "baseline: Graph lists them as a member"
     if origin == DELTA:
         return f"delta: Graph {'no longer lists' if removed else 'lists'} them as a member"
+    if origin == RESYNC:
+        return "resync: the delta token expired and Graph's whole listing leaves them out"
     if origin == GROUP_DELETED:
         return f"graph group {group_id} was deleted: the bridge knew them as a member"
     return None

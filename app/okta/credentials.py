@@ -1,4 +1,8 @@
-"""How the bridge proves itself to Okta: an API token (SSWS) or an OAuth 2.0 service app."""
+"""How the bridge proves itself to Okta: an API token (SSWS) or an OAuth 2.0 service app.
+
+PyJWT and cryptography (about 8 MB of a process) are imported only by a bridge that signs:
+one with a service app's key.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import jwt
 import structlog
 
 from app.errors import ConfigError, RetryableError
@@ -41,6 +44,8 @@ def read_private_key(path: str) -> str:
         pem = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the Okta private key: {exc.strerror}", file=path) from exc
+    import jwt
+
     try:
         jwt.encode({"probe": 1}, pem, algorithm="RS256")
     except (ValueError, TypeError, jwt.PyJWTError) as exc:
@@ -58,6 +63,8 @@ def service_app(
 ) -> Tokens:
     """Client credentials with `private_key_jwt` (and a DPoP proof when `dpop` is given),
     cached until shortly before expiry."""
+    import jwt
+
     token_url = f"{org_url.rstrip('/')}/oauth2/v1/token"
 
     def form() -> dict[str, str]:

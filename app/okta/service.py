@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -21,7 +21,6 @@ from app.http import AuthHeaders, Tokens
 from app.okta import credentials
 from app.okta.checker import OktaChecker
 from app.okta.client import OktaClient
-from app.okta.dpop import DPoPAuth, dpop_token
 from app.okta.log_poller import NAME as LOG_POLLER
 from app.okta.log_poller import LogPoller
 from app.okta.reconcile import NAME as SYNC
@@ -31,6 +30,9 @@ from app.settings import Settings
 from app.store import cursors
 from app.store import held as held_store
 from app.store.cursors import PollerState
+
+if TYPE_CHECKING:
+    from app.okta.dpop import DPoPAuth
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,8 @@ def okta_credentials(settings: Settings, http: httpx.AsyncClient) -> OktaCredent
         token = settings.okta_api_token.get_secret_value()
         return OktaCredentials(credentials.api_token(token), credentials.ssws)
     if settings.okta_client_id and settings.okta_private_key_file and settings.okta_org_url:
+        from app.okta.dpop import DPoPAuth, dpop_token  # signs: PyJWT, only when needed
+
         pem = credentials.read_private_key(settings.okta_private_key_file)
         dpop = DPoPAuth() if settings.okta_dpop else None
         tokens = credentials.service_app(

@@ -18,9 +18,9 @@ users, groups and memberships, queued faults, revoked tokens, and every call rec
 `invoke_cli` runs `cor-bridge graph ...` in process against it.
 """
 
-from tests.graph_standin.routes import create_standin
+from app.graph.standin.routes import create_standin
 from tests.graph_standin.server import StandinServer, invoke_cli, serve_standin
-from tests.graph_standin.state import CLIENT_ID, CLIENT_SECRET, TENANT, Fault, StandinState
+from app.graph.standin.state import CLIENT_ID, CLIENT_SECRET, TENANT, Fault, StandinState
 
 __all__ = [
     "CLIENT_ID",

@@ -26,6 +26,7 @@ PLATFORM = "a0000000-0000-0000-0000-0000000000a1"  # WS-ENG
 FINANCE = "f0000000-0000-0000-0000-00000000f001"  # by name: WS-FIN
 ADELE = "4d147cc8-10cb-4158-ac52-90ee8ff9d846"
 JOE = "7a1e0d22-3a52-4b55-8e0c-0c0a7b1f9e31"
+MAX = "5c0ffee0-0000-4000-8000-00000000000a"
 FUTURE = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0).isoformat()
 RULES = {
     ONCALL: f"  - provider: entra\n    group_id: {ONCALL}\n    workspaces: [WS-ENG, WS-ONCALL]\n",
@@ -177,6 +178,35 @@ async def test_a_deleted_group_detaches_every_member_the_bridge_knew(
             ("adele@acme.example", ["WS-ENG", "WS-ONCALL"]),
             ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),
         ]
+
+
+@pytest.mark.parametrize("status", [400, 410])  # Graph's groups: 400 syncStateNotFound
+async def test_an_expired_token_resyncs_and_detaches_whoever_left_unseen(
+    start: Start, standin: StandinServer, cor: FakeCor, status: int
+):
+    standin.state.add_user(MAX, "max@acme.example")
+    standin.state.add_member(ONCALL, MAX)
+    standin.state.add_member(PLATFORM, ADELE)
+    async with start(ONCALL, PLATFORM) as client:
+        await rounds_done(client, None, covered=2)
+    # While the bridge is away for longer than a delta token lives, two leave eng-oncall.
+    standin.state.remove_member(ONCALL, ADELE)  # platform still grants her WS-ENG
+    standin.state.remove_member(ONCALL, JOE)
+    standin.state.expire_delta_tokens(status)
+    standin.state.calls.clear()
+    async with start(ONCALL, PLATFORM) as client:
+        await wait_for(lambda: len(cor.detaches) == 2, timeout=15)
+        events = await history(client, "joe@acme.example")
+        removal = next(e for e in events if e["kind"] == "removed")
+        assert removal["detail"][0].startswith("resync: the delta token expired")
+        assert removal["decision"] == "queued"
+    assert sorted(detached(cor)) == [
+        ("adele@acme.example", ["WS-ONCALL"]),
+        ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),
+    ]
+    calls = standin.state.calls_to("/groups/delta")
+    assert calls[0]["status"] == status and "$deltatoken" in calls[0]["query"]
+    assert "$filter" in calls[1]["query"]  # read whole again
 
 
 async def test_a_group_the_mapping_adds_gets_its_own_baseline_and_no_detaches(

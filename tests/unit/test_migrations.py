@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 
 from app.errors import ConfigError
 from app.store import Database
-from app.store.migrate import alembic_config, current_revision, head_revision
+from app.store.migrate import alembic_config, current_revision, head_revision, shipped_head
 from app.store.schema import metadata, schema_version
 from tests.integration.harness import clean_env
 
@@ -209,3 +209,33 @@ def test_replicas_starting_at_once_migrate_once(database_url: str):
             assert conn.execute(select(schema_version.c.version)).scalars().all() == [1]
     finally:
         database.dispose()
+
+
+def test_the_shipped_head_is_alembics_head():
+    assert shipped_head() == head_revision()
+
+
+RESTART = """
+import sys
+from app.store import Database
+import app.main, app.cli
+database = Database(sys.argv[1])
+print(database.migrate())
+database.dispose()
+print(",".join(m for m in ("alembic", "jwt", "cryptography") if m in sys.modules))
+"""
+
+
+def test_a_restart_at_head_imports_neither_alembic_nor_the_signing_libraries(database_url: str):
+    """Memory: a bridge that finds its schema at head and signs nothing stays without them."""
+    migrated(database_url).dispose()
+    done = subprocess.run(
+        [sys.executable, "-c", RESTART, database_url],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [head_revision(), ""]
