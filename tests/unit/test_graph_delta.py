@@ -195,7 +195,7 @@ async def test_an_expired_token_resyncs_and_detaches_whoever_left_unseen(
     standin.state.expire_delta_tokens(status)
     standin.state.calls.clear()
     async with start(ONCALL, PLATFORM) as client:
-        await wait_for(lambda: len(cor.detaches) == 2, timeout=15)
+        await wait_for_async(lambda: len(cor.detaches) == 2, timeout=15)
         events = await history(client, "joe@acme.example")
         removal = next(e for e in events if e["kind"] == "removed")
         assert removal["detail"][0].startswith("resync: the delta token expired")

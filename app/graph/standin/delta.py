@@ -17,7 +17,8 @@ MAX_FILTER_IDS = 50
 
 
 def answer_delta(state: StandinState, request: Request) -> Response:
-    """Graph's groups delta: first round, nextLink pages, deltaLink rounds, 400 syncStateNotFound (or 410) when expired."""
+    """Graph's groups delta: first round, nextLink pages, deltaLink rounds; 400
+    syncStateNotFound (or 410) once the token expired."""
     query = request.query_params
     base = str(request.url.replace(query=""))
     with state.lock:

@@ -8,7 +8,7 @@ from typing import Any
 
 TENANT = "7d96d549-841b-4092-9c09-89abae4c860c"
 CLIENT_ID = "standin-client-id"
-CLIENT_SECRET = "standin-client-secret"
+CLIENT_SECRET = "standin-client-secret"  # noqa: S105 - the stand-in's own, public
 ROLE = {"@odata.type": "#microsoft.graph.directoryRole", "id": "role-1", "displayName": "Reader"}
 
 
