@@ -162,7 +162,9 @@ async def test_a_removal_heard_by_notification_and_by_delta_detaches_once(
             return len(removals) == 2
 
         await wait_for_async(both_heard, timeout=15)
-        assert sorted(removals) == ["already_out", "queued"]
+        # The second to arrive changes nothing: out already, or (a round that began before the
+        # notification came, dated by its start) older than what is known.
+        assert sorted(removals) in (["already_out", "queued"], ["queued", "superseded"])
         assert len(cor.detaches) == 1
 
 
