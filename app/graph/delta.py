@@ -209,7 +209,8 @@ class DeltaPoller:
             kept = cursors.take_turn(conn, NAME, self.holder, now, LEASE) is not None
             if not kept or not cursors.save_cursor(conn, batch.name, self.holder, cursor, now):
                 raise LostTurnError("another replica took over the Graph delta query")
-            queued = sum(self._queue(conn, e, baseline, at) for e in entries)
+            news = _not_known(conn, entries) if baseline else entries
+            queued = sum(self._queue(conn, e, baseline, at) for e in news)
             recorded = [self._group_deleted(conn, group_id, at) for group_id in deleted]
             queued += sum(n for n, _ in recorded)
             if listing is not None and done:
@@ -289,3 +290,12 @@ class DeltaPoller:
             else:
                 cursors.record_error(conn, NAME, error, self._clock())
             cursors.release(conn, NAME, self.holder)
+
+
+def _not_known(conn: Connection, entries: list[Entry]) -> list[Entry]:
+    """A listing's entries less the members the bridge already knows in that group: a resync
+    (or a group first read after SCIM or notifications told of it) asks Graph nothing for them."""
+    joins = {e.member_id for e in entries if not e.removed}
+    found = membership_store.memberships_of(conn, "entra", joins) if joins else []
+    known = {(m.group_id, m.user_id) for m in found if m.member}
+    return [e for e in entries if e.removed or (e.group_id, e.member_id) not in known]
