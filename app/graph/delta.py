@@ -8,8 +8,7 @@ failed page the batch resumes where it was. A batch's first round (its baseline)
 who is in each group and detaches nothing; later rounds put each removal and join into the
 Graph inbox, so they take the path a notification's entry takes (transitiveMemberOf before a
 removal), and a group that comes back `@removed` sends off each member the bridge knew in it.
-A group the mapping adds later gets a batch, and a baseline, of its own.
-An expired delta token starts a resync (delta_batches.py).
+A group the mapping adds later gets its own batch and baseline; an expired token, a resync.
 """
 
 from __future__ import annotations
