@@ -20,11 +20,13 @@ SCIM_TOKEN         ?= sandbox-scim-token
 # not sync memberships at start, so the recorded hook fixtures replay as they happened.
 OKTA_LOG_POLL_SECONDS ?= 5
 OKTA_SYNC_SECONDS     ?= 0
+# ... and runs the Graph delta query against the Graph stand-in every 10 s (default: 900).
+GRAPH_DELTA_SECONDS   ?= 10
 
 run: $(STAMP)  ## the bridge on its embedded defaults: SQLite, mapping.yaml, COR and Okta stand-ins
 	OKTA_HOOK_SECRET='$(OKTA_HOOK_SECRET)' BRIDGE_ADMIN_TOKEN='$(BRIDGE_ADMIN_TOKEN)' \
 	SCIM_TOKEN='$(SCIM_TOKEN)' OKTA_LOG_POLL_SECONDS='$(OKTA_LOG_POLL_SECONDS)' \
-	OKTA_SYNC_SECONDS='$(OKTA_SYNC_SECONDS)' \
+	OKTA_SYNC_SECONDS='$(OKTA_SYNC_SECONDS)' GRAPH_DELTA_SECONDS='$(GRAPH_DELTA_SECONDS)' \
 	$(BIN)/cor-bridge serve --sandbox --host 127.0.0.1 --port 8080
 
 test: $(STAMP)  ## the whole suite

@@ -123,11 +123,13 @@ def create_app(
     app.include_router(ui.router)
     app.include_router(scim.router)
     if sandbox:
+        from app.graph.standin import StandinState, create_standin, seed
         from app.okta.standin import create_okta_standin, seeded
         from app.sandbox import create_sandbox
 
         app.mount("/sandbox/cor", create_sandbox())
         app.mount("/sandbox/okta", create_okta_standin(seeded()))
+        app.mount("/sandbox/graph", create_standin(seed(StandinState())))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -158,8 +160,10 @@ def _worker(settings: Settings, db: Database, cor: CorClient) -> Worker:
 
 
 def with_sandbox(settings: Settings, base_url: str) -> Settings:
-    """Settings whose COR client talks to the sandbox at `base_url` (…/sandbox/cor), and
-    whose Okta directory is the stand-in beside it (unless OKTA_ORG_URL says otherwise)."""
+    """Settings whose COR client talks to the sandbox at `base_url` (…/sandbox/cor), whose
+    Okta directory is the stand-in beside it (unless OKTA_ORG_URL says otherwise), and whose
+    Graph is the stand-in at …/sandbox/graph (unless GRAPH_TENANT_ID says otherwise)."""
+    from app.graph.standin import CLIENT_ID, CLIENT_SECRET, TENANT
     from app.okta.standin import STANDIN_TOKEN
     from app.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
@@ -174,4 +178,13 @@ def with_sandbox(settings: Settings, base_url: str) -> Settings:
     if settings.okta_org_url is None:
         update["okta_org_url"] = base_url.removesuffix("/cor") + "/okta"
         update["okta_api_token"] = SecretStr(STANDIN_TOKEN)
+    if settings.graph_tenant_id is None:
+        graph = base_url.removesuffix("/cor") + "/graph"
+        update |= {
+            "graph_login_url": graph,
+            "graph_api_url": f"{graph}/v1.0",
+            "graph_tenant_id": TENANT,
+            "graph_client_id": CLIENT_ID,
+            "graph_client_secret": SecretStr(CLIENT_SECRET),
+        }
     return settings.model_copy(update=update)

@@ -77,10 +77,12 @@ def sandbox_only(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
-    """Serve only the stand-ins: COR under /sandbox/cor, Okta under /sandbox/okta."""
+    """Serve only the stand-ins: COR under /sandbox/cor, Okta under /sandbox/okta, Graph
+    under /sandbox/graph."""
     import uvicorn
     from fastapi import FastAPI
 
+    from app.graph.standin import StandinState, create_standin, seed
     from app.logs import configure_logging
     from app.okta.standin import create_okta_standin, seeded
     from app.sandbox import create_sandbox
@@ -89,4 +91,5 @@ def sandbox_only(
     app = FastAPI(title="COR sandbox")
     app.mount("/sandbox/cor", create_sandbox())
     app.mount("/sandbox/okta", create_okta_standin(seeded()))
+    app.mount("/sandbox/graph", create_standin(seed(StandinState())))
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

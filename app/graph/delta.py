@@ -8,14 +8,7 @@ failed page the batch resumes where it was. A batch's first round (its baseline)
 who is in each group and detaches nothing; later rounds put each removal and join into the
 Graph inbox, so they take the path a notification's entry takes (transitiveMemberOf before a
 removal), and a group that comes back `@removed` sends off each member the bridge knew in it.
-A group the mapping adds later gets a batch, and a baseline, of its own.
-
-A delta token does not live for ever (Graph: seven days for groups, then 400
-`syncStateNotFound`; other resources answer 410). The batch then reads its groups whole again,
-a resync: whoever the bridge knew in a group and the complete listing no longer shows left it
-while the bridge was not told, and is queued as a removal like any delta removal. A resync cut
-short (a restart, another replica) starts its listing again, as only a whole listing says who
-is gone.
+A group the mapping adds later gets its own batch and baseline; an expired token, a resync.
 """
 
 from __future__ import annotations
@@ -24,7 +17,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio
 import structlog
@@ -44,7 +36,7 @@ from app.graph.delta_batches import (
     token_expired,
 )
 from app.graph.delta_pages import Entry, read_page
-from app.graph.origins import BASELINE, DELTA, GROUP_DELETED, RESYNC
+from app.graph.origins import BASELINE, DELTA, GROUP_DELETED
 from app.rounds import Rounds
 from app.runtime import Bridge
 from app.store import cursors
@@ -107,9 +99,18 @@ class DeltaPoller:
     async def run_once(self) -> dict[str, int]:
         """One round over every batch; counts of what it read (empty: another replica's turn)."""
         started = self._clock()
-        lease = LEASE
-        if await anyio.to_thread.run_sync(self._take_turn, started, lease) is None:
+        if await anyio.to_thread.run_sync(self._take_turn, started, LEASE) is None:
             return {}
+        try:
+            return await self._round_held(started)
+        except BaseException:
+            # Stopped mid-round (shutdown, a bug): give the turn back now, not when it lapses,
+            # so the next process (or replica) does not wait out LEASE. The cursors are saved.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._release)
+            raise
+
+    async def _round_held(self, started: datetime) -> dict[str, int]:
         counts = {"groups": 0, "entries": 0, "errors": 0}
         errors: list[str] = []
         try:
@@ -118,7 +119,7 @@ class DeltaPoller:
             batches, errors = [], [f"listing the mapped groups: {exc}"]
         for batch in batches:
             try:
-                counts["entries"] += await self._run_batch(batch, started, lease)
+                counts["entries"] += await self._run_batch(batch, started, LEASE)
                 counts["groups"] += len(batch.groups)
             except LostTurnError:
                 return counts
@@ -207,15 +208,13 @@ class DeltaPoller:
             kept = cursors.take_turn(conn, NAME, self.holder, now, LEASE) is not None
             if not kept or not cursors.save_cursor(conn, batch.name, self.holder, cursor, now):
                 raise LostTurnError("another replica took over the Graph delta query")
-            queued = sum(self._queue(conn, e, baseline, at) for e in entries)
-            recorded = []
-            for group_id in deleted:
-                n, event = self._group_deleted(conn, group_id, at)
-                queued += n
-                recorded.append(event)
+            news = _not_known(conn, entries) if baseline else entries
+            queued = sum(self._queue(conn, e, baseline, at) for e in news)
+            recorded = [self._group_deleted(conn, group_id, at) for group_id in deleted]
+            queued += sum(n for n, _ in recorded)
             if listing is not None and done:
-                queued += self._resync(conn, listing, at)
-            return queued, recorded
+                queued += listing.queue_missing(conn, at, self._clock())
+            return queued, [event for _, event in recorded]  # history: each deleted group
 
         async with self._turn():
             queued, _ = await self.bridge.transact(work, weight=max(len(entries), 1))
@@ -230,7 +229,10 @@ class DeltaPoller:
         new = NewInboxEntry(key, origin, entry.group_id, entry.member_id, entry.removed, at)
         return graph_store.add_inbox_entry(conn, new, self._clock()) is not None
 
-    def _group_deleted(self, conn: Connection, group_id: str, at: datetime) -> tuple[int, Any]:
+    def _group_deleted(
+        self, conn: Connection, group_id: str, at: datetime
+    ) -> tuple[int, IgnoredEvent]:
+        """Queue a removal of each member the bridge knew in a group Graph says is deleted."""
         known = membership_store.members_of_group(conn, "entra", group_id)
         queued = 0
         for m in known:
@@ -238,27 +240,16 @@ class DeltaPoller:
             entry = NewInboxEntry(key, GROUP_DELETED, group_id, m.user_id, True, at)
             queued += graph_store.add_inbox_entry(conn, entry, self._clock()) is not None
         log.warning("graph_group_deleted", group_id=group_id, known_members=len(known), path=NAME)
-        name = membership_store.known_group_name(conn, "entra", group_id)
-        event = IgnoredEvent(
+        return queued, IgnoredEvent(
             provider="entra",
             event_id=entry_key(GROUP_DELETED, at, group_id, "", "group"),
             occurred_at=at,
             kind="graph.group_deleted",
             reason=f"group {group_id} was deleted (delta): its {len(known)} known members leave it",
-            group=GroupRef(id=group_id, name=name),
+            group=GroupRef(
+                id=group_id, name=membership_store.known_group_name(conn, "entra", group_id)
+            ),
         )
-        return queued, event
-
-    def _resync(self, conn: Connection, listing: Listing, at: datetime) -> int:
-        """Queue a removal of each member the bridge knew whom the whole listing left out."""
-        queued = 0
-        for group_id, missing in listing.missing(conn).items():
-            for user_id in missing:
-                key = entry_key(RESYNC, at, group_id, user_id, "removed")
-                entry = NewInboxEntry(key, RESYNC, group_id, user_id, True, at)
-                queued += graph_store.add_inbox_entry(conn, entry, self._clock()) is not None
-            log.warning("graph_delta_resync_missing", group_id=group_id, members=len(missing))
-        return queued
 
     def _take_turn(self, now: datetime, lease: timedelta) -> cursors.PollerState | None:
         # SQLite serves one process: a turn still held is this process's before a restart.
@@ -287,6 +278,10 @@ class DeltaPoller:
         with self.bridge.db.read() as conn:
             return cursors.read(conn, name)
 
+    def _release(self) -> None:
+        with self.bridge.db.begin() as conn:
+            cursors.release(conn, NAME, self.holder)
+
     def _finish(self, error: str | None) -> None:
         with self.bridge.db.begin() as conn:
             if error is None:
@@ -294,3 +289,12 @@ class DeltaPoller:
             else:
                 cursors.record_error(conn, NAME, error, self._clock())
             cursors.release(conn, NAME, self.holder)
+
+
+def _not_known(conn: Connection, entries: list[Entry]) -> list[Entry]:
+    """A listing's entries less the members the bridge already knows in that group: a resync
+    (or a group first read after SCIM or notifications told of it) asks Graph nothing for them."""
+    joins = {e.member_id for e in entries if not e.removed}
+    found = membership_store.memberships_of(conn, "entra", joins) if joins else []
+    known = {(m.group_id, m.user_id) for m in found if m.member}
+    return [e for e in entries if e.removed or (e.group_id, e.member_id) not in known]

@@ -5,6 +5,13 @@ A batch is up to MAX_IDS mapped groups read by one delta query, stored as a curs
 nextLink a round stopped at), whether that link is still inside the first round (a baseline,
 which detaches nothing), and whether it is inside a resync (a whole listing after an expired
 token, which finds who left unseen).
+
+A delta token does not live for ever (Graph: seven days for groups, then 400
+`syncStateNotFound`; other resources answer 410). The batch then reads its groups whole again,
+a resync: whoever the bridge knew in a group and the complete listing no longer shows left it
+while the bridge was not told, and is queued as a removal like any delta removal. A resync cut
+short (a restart, another replica) starts its listing again, as only a whole listing says who
+is gone.
 """
 
 from __future__ import annotations
@@ -15,11 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
 from sqlalchemy import Connection
 
 from app.errors import PermanentError
 from app.graph.delta_pages import Entry
+from app.graph.origins import RESYNC
+from app.store import graph as graph_store
 from app.store import memberships as membership_store
+from app.store.graph import NewInboxEntry
+
+log = structlog.get_logger(__name__)
 
 BATCH = "graph_delta:"  # + a hash of the batch's group ids: one cursor per batch
 # Graph takes at most 50 `id eq` expressions in one delta query's $filter.
@@ -87,6 +100,17 @@ class Listing:
             else:
                 members.add(entry.member_id)
         self.deleted.update(deleted)
+
+    def queue_missing(self, conn: Connection, at: datetime, now: datetime) -> int:
+        """Queue a removal of each member the bridge knew whom the whole listing left out."""
+        queued = 0
+        for group_id, missing in self.missing(conn).items():
+            for user_id in missing:
+                key = entry_key(RESYNC, at, group_id, user_id, "removed")
+                entry = NewInboxEntry(key, RESYNC, group_id, user_id, True, at)
+                queued += graph_store.add_inbox_entry(conn, entry, now) is not None
+            log.warning("graph_delta_resync_missing", group_id=group_id, members=len(missing))
+        return queued
 
     def missing(self, conn: Connection) -> dict[str, list[str]]:
         """Per group, the members the bridge knows whom the listing did not show; a group

@@ -13,8 +13,8 @@ from typing import Any
 import structlog
 import uvicorn
 
-from tests.graph_standin.routes import create_standin
-from tests.graph_standin.state import CLIENT_ID, CLIENT_SECRET, TENANT, StandinState
+from app.graph.standin.routes import create_standin
+from app.graph.standin.state import CLIENT_ID, CLIENT_SECRET, TENANT, StandinState
 
 
 class StandinServer:

@@ -162,7 +162,9 @@ async def test_a_removal_heard_by_notification_and_by_delta_detaches_once(
             return len(removals) == 2
 
         await wait_for_async(both_heard, timeout=15)
-        assert sorted(removals) == ["already_out", "queued"]
+        # The second to arrive changes nothing: out already, or (a round that began before the
+        # notification came, dated by its start) older than what is known.
+        assert sorted(removals) in (["already_out", "queued"], ["queued", "superseded"])
         assert len(cor.detaches) == 1
 
 
@@ -193,13 +195,16 @@ async def test_an_expired_token_resyncs_and_detaches_whoever_left_unseen(
     standin.state.remove_member(ONCALL, ADELE)  # platform still grants her WS-ENG
     standin.state.remove_member(ONCALL, JOE)
     standin.state.expire_delta_tokens(status)
-    standin.state.calls.clear()
+    standin.state.calls.clear()  # from here: the second bridge's calls
     async with start(ONCALL, PLATFORM) as client:
         await wait_for_async(lambda: len(cor.detaches) == 2, timeout=15)
         events = await history(client, "joe@acme.example")
         removal = next(e for e in events if e["kind"] == "removed")
         assert removal["detail"][0].startswith("resync: the delta token expired")
         assert removal["decision"] == "queued"
+        # Max, still listed, was known: the resync asked Graph nothing about him.
+        assert [e["kind"] for e in await history(client, "max@acme.example")] == ["added"]
+        assert not standin.state.calls_to(f"/users/{MAX}")
     assert sorted(detached(cor)) == [
         ("adele@acme.example", ["WS-ONCALL"]),
         ("joe@acme.example", ["WS-ENG", "WS-ONCALL"]),

@@ -9,22 +9,23 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.graph_standin.replies import error
-from tests.graph_standin.state import StandinState
+from app.graph.standin.replies import error
+from app.graph.standin.state import StandinState
 
 _ID_EQ = re.compile(r"^id eq '([^']+)'$")
 MAX_FILTER_IDS = 50
 
 
 def answer_delta(state: StandinState, request: Request) -> Response:
-    """Graph's groups delta: first round, nextLink pages, deltaLink rounds, 410 when expired."""
+    """Graph's groups delta: first round, nextLink pages, deltaLink rounds; 400
+    syncStateNotFound (or 410) once the token expired."""
     query = request.query_params
     base = str(request.url.replace(query=""))
     with state.lock:
         if "$skiptoken" in query:
             pages = state.pending_pages.pop(query["$skiptoken"], None)
             if pages is None:
-                return error(400, "BadRequest", "unknown skiptoken")
+                return error(state.expired_status, "syncStateNotFound", "unknown skiptoken")
         else:
             found = _delta_round(state, query, base)
             if isinstance(found, Response):
@@ -42,7 +43,8 @@ def _delta_round(state: StandinState, query: Any, base: str) -> list[dict[str, A
     if "$deltatoken" in query:
         known = state.delta_tokens.get(query["$deltatoken"])
         if known is None:
-            return error(410, "SyncStateNotFound", "the delta token expired: start again")
+            message = "The delta token is expired and data must be synchronized again."
+            return error(state.expired_status, "syncStateNotFound", message)
         ids, since = known
         objects = _changes_since(state, ids, since)
     else:

@@ -8,7 +8,7 @@ from typing import Any
 
 TENANT = "7d96d549-841b-4092-9c09-89abae4c860c"
 CLIENT_ID = "standin-client-id"
-CLIENT_SECRET = "standin-client-secret"
+CLIENT_SECRET = "standin-client-secret"  # noqa: S105 - the stand-in's own, public
 ROLE = {"@odata.type": "#microsoft.graph.directoryRole", "id": "role-1", "displayName": "Reader"}
 
 
@@ -43,6 +43,8 @@ class StandinState:
     delta_page_size: int = 100  # members a delta page carries
     pending_pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     delta_tokens: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    # Graph answers an expired groups delta token with 400 syncStateNotFound (others: 410).
+    expired_status: int = 400
 
     def reset(self) -> None:
         """Forget everything."""
@@ -52,7 +54,7 @@ class StandinState:
                 box.clear()
             self.changes.clear()
             self.deleted.clear()
-            self.delta_page_size = 100
+            self.delta_page_size, self.expired_status = 100, 400
             self.calls.clear()
             self.faults.clear()
             self.tokens.clear()
@@ -99,10 +101,12 @@ class StandinState:
             self.deleted.add(group_id)
             self.changes.append(("deleted", group_id, ""))
 
-    def expire_delta_tokens(self) -> None:
-        """Every deltaLink answers 410 from now on (Graph's tokens do expire)."""
+    def expire_delta_tokens(self, status: int = 400) -> None:
+        """Every deltaLink and nextLink given so far is refused from now on (tokens expire)."""
         with self.lock:
             self.delta_tokens.clear()
+            self.pending_pages.clear()
+            self.expired_status = status
 
     def fault(self, status: int, **more: Any) -> None:
         """Queue misbehaviour for matching calls."""

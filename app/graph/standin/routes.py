@@ -14,9 +14,10 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.graph_standin.delta import answer_delta
-from tests.graph_standin.replies import error, page
-from tests.graph_standin.state import CLIENT_ID, CLIENT_SECRET, ROLE, TENANT, StandinState
+from app.graph.standin.delta import answer_delta
+from app.graph.standin.replies import error, page
+from app.graph.standin.state import CLIENT_ID, CLIENT_SECRET, ROLE, TENANT, StandinState
+from app.graph.standin.tenant import add_knobs
 
 
 def create_standin(state: StandinState) -> FastAPI:
@@ -25,6 +26,9 @@ def create_standin(state: StandinState) -> FastAPI:
 
     @app.middleware("http")
     async def record(request: Request, call_next: Any) -> Response:
+        if "/_standin/" in request.url.path:  # the operator's knobs: not Graph, not recorded
+            reply: Response = await call_next(request)
+            return reply
         raw = await request.body()
         call: dict[str, Any] = {
             "method": request.method,
@@ -40,7 +44,7 @@ def create_standin(state: StandinState) -> FastAPI:
         fault = state.take_fault(request.url.path)
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
-            reply: Response = error(fault.status, "standinFault", "a queued fault")
+            reply = error(fault.status, "standinFault", "a queued fault")
             reply.headers.update(headers or {})
         elif not request.url.path.endswith("/token") and not _bearer_ok(state, request):
             reply = error(401, "InvalidAuthenticationToken", "Access token is empty or invalid")
@@ -132,6 +136,7 @@ def create_standin(state: StandinState) -> FastAPI:
         ]
         return page(request, items, state.page_size)
 
+    add_knobs(app, state)
     return app
 
 
