@@ -110,3 +110,15 @@ async def test_failed_logins_count_against_the_peer_unless_it_is_a_trusted_proxy
         # The last address the proxy appended is the caller; what the caller sent before is not.
         spoofed = await refusals(c, ["198.51.100.2, 203.0.113.1"])
         assert spoofed == [429]
+
+
+def test_malloc_arenas_are_limited_unless_the_operator_chose(monkeypatch: pytest.MonkeyPatch):
+    """glibc (this machine's libc) takes the limit; MALLOC_ARENA_MAX set by hand stands."""
+    import platform
+
+    from app.server import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
