@@ -12,16 +12,18 @@ import pytest
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
 from app.dead_letters import LetterReplay, replay_letters
 from app.mapping import parse_mapping
+from app.mapping_reload import MappingHolder
 from app.okta.checker import OktaChecker
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import Database, letters
 from app.store import events as event_store
 from app.store import held as held_store
-from app.tables import MappingHolder
 from tests.builders import okta_delivery, okta_event
 from tests.conftest import MAPPING
-from tests.inprocess import ADMIN, OKTA, FakeCor, make_client, wait_for
+from tests.fake_cor import FakeCor
+from tests.inprocess import ADMIN, OKTA, make_client
+from tests.waiting import wait_for_async
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 # An Okta login that is no address gives no email: this template cannot name the COR user.
@@ -54,7 +56,7 @@ async def test_an_unresolved_removal_is_a_dead_letter_replayed_once_the_mapping_
             ready = (await client.get("/readyz")).json()
             return bool(ready["checks"]["mapping"]["groups"] == groups + 1)
 
-        await wait_for(reloaded)
+        await wait_for_async(reloaded)
         reply = await client.post(
             "/admin/dead-letters/replay", json={"unresolved": [letter["id"]]}, headers=ADMIN
         )
@@ -63,8 +65,8 @@ async def test_an_unresolved_removal_is_a_dead_letter_replayed_once_the_mapping_
             "replayed": {"inbox": [], "held": [], "unresolved": [letter["id"]]},
             "not_dead": {},
         }
-        await wait_for(lambda: bool(cor.detaches))
-        assert cor.detaches[0][0] == "/v2/integrations/users/jane/detach"
+        await wait_for_async(lambda: bool(cor.detaches))
+        assert cor.detaches[0].path == "/v2/integrations/users/jane/detach"
         assert (await client.get("/admin/dead-letters", headers=ADMIN)).json()["unresolved"] == []
         history = await client.get("/admin/users/jane/history", headers=ADMIN)
         decisions = [e["decision"] for e in history.json()["events"]]
