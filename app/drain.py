@@ -145,19 +145,29 @@ class Drainer(Generic[T]):
                 tg.cancel_scope.cancel()
         return len(rows)
 
-    async def each(self, items: Sequence[Any], fn: Callable[[Any], Awaitable[R]]) -> list[R]:
-        """fn(item) for every item, at most `concurrency` at a time; the results in order."""
+    async def each(
+        self, items: Sequence[Any], fn: Callable[[Any], Awaitable[R]], *, limited: bool = True
+    ) -> list[R]:
+        """fn(item) for every item, at most `concurrency` at a time (or, `limited=False`, all
+        at once: `fn` takes `slot()` itself around what must be bounded); results in order."""
 
         results: list[Any] = [None] * len(items)
 
-        async def limited(i: int) -> None:
+        async def run(i: int) -> None:
+            if not limited:
+                results[i] = await fn(items[i])
+                return
             async with self._limit:
                 results[i] = await fn(items[i])
 
         async with anyio.create_task_group() as tg:
             for i in range(len(items)):
-                tg.start_soon(limited, i)
+                tg.start_soon(run, i)
         return results
+
+    def slot(self) -> asyncio.Semaphore:
+        """One of the `concurrency` places: `async with drainer.slot(): ...`."""
+        return self._limit
 
     def fail(
         self,

@@ -103,7 +103,10 @@ class Worker(Drained):
         await self.drainer.run()
 
     async def _work(self, jobs: list[Job]) -> None:
-        await self.drainer.each(coalesce(jobs), self._deliver)
+        # A place among BRIDGE_WORKER_CONCURRENCY is held for the check and the call to COR
+        # only: recording the outcome (a commit, shared with the others that finish together)
+        # happens after it is given back, so the next call does not wait for that commit.
+        await self.drainer.each(coalesce(jobs), self._deliver, limited=False)
 
     def _release(self) -> int:
         with self.db.begin() as conn:
@@ -113,14 +116,15 @@ class Worker(Drained):
         ids = [j.id for j in group]
         with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=group[0].cor_user_id):
             # Claimed a while ago, perhaps: drop what a re-grant called off meanwhile.
-            group = await anyio.to_thread.run_sync(self._still_wanted, group)
-            if not group:
-                return
-            # Twins (one detach queued twice) travel together; COR hears each workspace once.
-            workspaces = list(dict.fromkeys(j.workspace for j in group))
-            started = time.perf_counter()
-            outcome = await self._detach(group[0], workspaces)
-            ms = int((time.perf_counter() - started) * 1000)
+            async with self.drainer.slot():
+                group = await anyio.to_thread.run_sync(self._still_wanted, group)
+                if not group:
+                    return
+                # Twins (one detach queued twice) travel together; COR hears each workspace once.
+                workspaces = list(dict.fromkeys(j.workspace for j in group))
+                started = time.perf_counter()
+                outcome = await self._detach(group[0], workspaces)
+                ms = int((time.perf_counter() - started) * 1000)
             metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
             try:
                 if isinstance(outcome, DetachResult):
