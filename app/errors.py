@@ -13,6 +13,11 @@ traceback and no secret ever reaches a client.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -67,3 +72,13 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Trying again will not help; the job goes to the dead letters."""
+
+
+def describe_errors(exc: ValidationError, limit: int = 5) -> str:
+    """Pydantic errors as short text, never echoing the input values."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

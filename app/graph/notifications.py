@@ -18,9 +18,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from app.errors import InputError
+from app.errors import InputError, describe_errors
 from app.sources.common import check_batch_size, parse_json, secret_matches
-from app.sources.okta import describe_errors
 
 USER_TYPE = "#microsoft.graph.user"
 _GROUP_IN_RESOURCE = re.compile(r"(?i)^/?groups(?:/|\(')([^/')]+)")

@@ -22,10 +22,10 @@ from app import metrics
 from app.changes import IgnoredEvent, MembershipChange
 from app.errors import BridgeError
 from app.okta.client import OktaClient
+from app.okta.events import KINDS, parse_event
 from app.okta.reconcile import GROUP_DELETED, expand_deletions
 from app.rounds import Rounds
 from app.runtime import Bridge
-from app.sources.okta import KINDS, parse_event
 from app.store import cursors
 
 log = structlog.get_logger(__name__)
