@@ -1,4 +1,4 @@
-"""The COR sandbox (app/sandbox.py) in a process of its own, seeded with benchmark users and a
+"""The COR sandbox (app/sandbox/) in a process of its own, seeded with benchmark users and a
 fixed latency on every detach (the sandbox's own /faults knob)."""
 
 from __future__ import annotations

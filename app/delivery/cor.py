@@ -1,4 +1,4 @@
-"""The COR client: the only code that speaks HTTP to COR (through app/http.py).
+"""The COR client: the only code that speaks HTTP to COR (through app/http/).
 
 Errors raised (see app/errors.py):
     RetryableError  429, 500, 502, 503, 504, timeouts and network errors (with Retry-After);
