@@ -35,7 +35,7 @@ from app.runtime import Bridge
 from app.store import graph as graph_store
 from app.store import memberships as membership_store
 from app.store.graph import InboxRow
-from app.store.queue import Dead, Retry
+from app.store.queue import Dead, Retry, hours_waited, letter_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -258,14 +258,13 @@ class Resolver(Drained):
 def _dead_letter(row: InboxRow, dead: Dead, now: datetime) -> IgnoredEvent:
     """The history line of an entry that died: why, and what the operator can do."""
     if dead.gave_up:
-        hours = round((now - row.received_at).total_seconds() / 3600, 1)
+        hours = hours_waited(row.received_at, now)
         why = f"Graph could not be asked for {hours} h ({dead.reason})"
     else:
         why = f"the lookup was refused ({dead.reason})"
     return IgnoredEvent(
         provider="entra",
-        # Its own event id: the entry's, once replayed, reaches intake under that one.
-        event_id=f"{row.dedupe_key}~dead-{int(now.timestamp())}",
+        event_id=letter_event_id(row.dedupe_key, now),
         occurred_at=row.occurred_at,
         kind="graph.removed (unresolved)" if row.removed else "graph.added (unresolved)",
         reason=(

@@ -30,7 +30,7 @@ from app.okta.client import OktaClient
 from app.runtime import Bridge
 from app.store import held as held_store
 from app.store.held import HeldChange
-from app.store.queue import Dead, Retry
+from app.store.queue import Dead, Retry, hours_waited, letter_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -181,14 +181,13 @@ def _with_answer(change: MembershipChange, answer: Answer) -> MembershipChange |
 def _dead_letter(row: HeldChange, dead: Dead, now: datetime) -> IgnoredEvent:
     change = row.change
     if dead.gave_up:
-        hours = round((now - row.received_at).total_seconds() / 3600, 1)
+        hours = hours_waited(row.received_at, now)
         why = f"Okta could not be asked for {hours} h ({dead.reason})"
     else:
         why = f"asking Okta failed ({dead.reason})"
     return IgnoredEvent(
         provider=change.provider,
-        # Its own event id: the change, once replayed, reaches intake under its own.
-        event_id=f"{change.event_id}~dead-{int(now.timestamp())}",
+        event_id=letter_event_id(change.event_id, now),
         occurred_at=change.occurred_at,
         kind=f"{change.change.value} (unchecked)",
         reason=(

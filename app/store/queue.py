@@ -34,6 +34,17 @@ class Dead:
     gave_up: bool = False
 
 
+def letter_event_id(event_id: str, now: datetime) -> str:
+    """The event id of a dead letter's history line: its own, so the change it stands for,
+    once replayed, reaches intake under the original id and is not taken for a duplicate."""
+    return f"{event_id}~dead-{int(now.timestamp())}"
+
+
+def hours_waited(since: datetime, now: datetime) -> float:
+    """How long a row waited before it died, in hours, as its history line says it."""
+    return round((now - since).total_seconds() / 3600, 1)
+
+
 @dataclass(frozen=True)
 class Split:
     """A call that carried several refused them: try each alone, now."""
