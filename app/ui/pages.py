@@ -89,6 +89,16 @@ async def _read(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(run)
 
 
+async def _write(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
+    def run() -> T:
+        # A replay writes: a read transaction upgraded to a write fails at once on SQLite
+        # ("database is locked") when another writer got there first.
+        with bridge.db.begin() as conn:
+            return work(conn, *args)
+
+    return await anyio.to_thread.run_sync(run)
+
+
 def _dashboard_data(conn: Any, offset: int) -> dict[str, Any]:
     return {
         "stats": job_store.queue_stats(conn),
@@ -260,7 +270,8 @@ async def _replay(bridge: Bridge, ids: list[int]) -> list[str]:
     if not ids:
         return ["Nothing to replay: no job was selected."]
     try:
-        result = await _read(bridge, operations.replay_jobs, bridge.mapping, ReplayRequest(ids=ids))
+        ask = ReplayRequest(ids=ids)
+        result = await _write(bridge, operations.replay_jobs, bridge.mapping, ask)
     except InputError as exc:
         return [f"Nothing replayed: {exc.message}."]
     if bridge.worker is not None:
