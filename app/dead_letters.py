@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
@@ -24,6 +24,9 @@ from app.store import letters
 from app.store.graph import INBOX
 from app.store.held import HELD
 from app.store.jobs import DEAD
+
+if TYPE_CHECKING:
+    from app.runtime import Bridge
 
 RowIds = list[JobId]
 
@@ -40,12 +43,28 @@ class LetterReplay(BaseModel):
 
 def list_letters(conn: Connection, limit: int = 100) -> dict[str, Any]:
     """Every kind of dead letter, newest first, up to `limit` of each."""
+    return {"jobs": list_jobs(conn, JobFilter(state=[DEAD]), limit)["jobs"], **others(conn, limit)}
+
+
+def others(conn: Connection, limit: int = 100) -> dict[str, list[dict[str, Any]]]:
+    """The dead letters outside the outbox (inbox, held, unresolved), newest first."""
     return {
-        "jobs": list_jobs(conn, JobFilter(state=[DEAD]), limit)["jobs"],
         "inbox": letters.dead_inbox(conn, limit),
         "held": letters.dead_held(conn, limit),
         "unresolved": letters.unresolved_removals(conn, limit),
     }
+
+
+async def send_again(bridge: Bridge, request: LetterReplay) -> dict[str, Any]:
+    """Replay in one transaction with intake of the unresolved removals (an Okta removal is
+    held for the directory's answer, like any), then wake whoever picks them up."""
+    now = datetime.now(UTC)
+    result, _ = await bridge.transact(
+        lambda conn: replay_letters(conn, request, now), ask_okta=True
+    )
+    if bridge.okta_checker is not None and (request.held or request.unresolved):
+        bridge.okta_checker.wake()
+    return result
 
 
 def replay_letters(

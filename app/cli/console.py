@@ -1,18 +1,21 @@
-"""The operator commands (jobs, history, replay) against a running bridge or its database."""
+"""The operator commands (jobs, history, replay, dead-letters) against a running bridge or
+its database."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
 
-from app import operations
+from app import dead_letters, operations
+from app.dead_letters import LetterReplay
 from app.errors import InputError
+from app.http.paths import DOT_SEGMENTS
 from app.mapping import Mapping
 from app.operations import JobPage, ReplayRequest
 from app.store import Database
@@ -28,6 +31,10 @@ class Target(Protocol):
     def history(self, user: str) -> dict[str, Any]: ...
 
     def replay(self, request: ReplayRequest) -> dict[str, Any]: ...
+
+    def letters(self, limit: int) -> dict[str, Any]: ...
+
+    def replay_letters(self, request: LetterReplay) -> dict[str, Any]: ...
 
 
 class Remote:
@@ -48,12 +55,23 @@ class Remote:
 
     def history(self, user: str) -> dict[str, Any]:
         """GET /admin/users/{user}/history."""
-        return self._answer(self.http.get(f"/admin/users/{quote(user, safe='@')}/history"))
+        # Quoting leaves dots alone, and a "." or ".." segment would be normalised away.
+        name = user.replace(".", "%2E") if user in DOT_SEGMENTS else quote(user, safe="@")
+        return self._answer(self.http.get(f"/admin/users/{name}/history"))
 
     def replay(self, request: ReplayRequest) -> dict[str, Any]:
         """POST /admin/replay."""
         body = request.model_dump(mode="json", exclude_none=True)
         return self._answer(self.http.post("/admin/replay", json=body))
+
+    def letters(self, limit: int) -> dict[str, Any]:
+        """GET /admin/dead-letters."""
+        return self._answer(self.http.get("/admin/dead-letters", params={"limit": limit}))
+
+    def replay_letters(self, request: LetterReplay) -> dict[str, Any]:
+        """POST /admin/dead-letters/replay."""
+        body = request.model_dump(mode="json")
+        return self._answer(self.http.post("/admin/dead-letters/replay", json=body))
 
     @staticmethod
     def _answer(reply: httpx.Response) -> dict[str, Any]:
@@ -95,6 +113,23 @@ class Local:
         mapping = self.load_mapping()
         with self.db.begin() as conn:
             return operations.replay_jobs(conn, mapping, request)
+
+    def letters(self, limit: int) -> dict[str, Any]:
+        """Every kind of dead letter, newest first."""
+        with self.db.begin() as conn:
+            return dead_letters.list_letters(conn, limit)
+
+    def replay_letters(self, request: LetterReplay) -> dict[str, Any]:
+        """Inbox and held dead letters pending again (a running bridge looks them up at its
+        next poll). Unresolved removals go through intake: only a running bridge's (--url)."""
+        if request.unresolved:
+            raise InputError(
+                "an unresolved removal goes through the bridge's intake again: "
+                "replay it with --url (a running bridge)"
+            )
+        with self.db.begin() as conn:
+            result, _ = dead_letters.replay_letters(conn, request, datetime.now(UTC))
+        return result
 
 
 def replay_in_chunks(target: Target, ids: list[int]) -> Iterator[dict[str, Any]]:

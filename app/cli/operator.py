@@ -83,7 +83,7 @@ def jobs(
     page = JobPage(
         **_filter(state, user, workspace, provider).model_dump(), limit=limit, offset=offset
     )
-    with _acting(url, token, database) as target:
+    with acting(url, token, database) as target:
         found = target.list_jobs(page)["jobs"]
     typer.echo(console.as_json(found) if as_json else "\n".join(console.job_lines(found)))
 
@@ -96,7 +96,7 @@ def history(
     database: DatabaseOption = None,
 ) -> None:
     """Every change received for a user, what was decided and why, and their jobs."""
-    with _acting(url, token, database) as target:
+    with acting(url, token, database) as target:
         found = target.history(user)
     typer.echo(console.as_json(found) if as_json else "\n".join(console.history_lines(found)))
 
@@ -122,7 +122,7 @@ def replay(
     Done jobs, and jobs whose workspace the user has been granted again since, are skipped
     with the reason (see app/replay.py); --dry-run lists both.
     """
-    with _acting(url, token, database) as target:
+    with acting(url, token, database) as target:
         if ids:
             preview = target.replay(ReplayRequest(ids=list(ids), dry_run=True))
         else:
@@ -148,7 +148,7 @@ def replay(
 
 
 @contextmanager
-def _acting(url: str | None, token: str | None, database: str | None) -> Iterator[console.Target]:
+def acting(url: str | None, token: str | None, database: str | None) -> Iterator[console.Target]:
     try:
         with console.opened(_target(url, token, database)) as target:
             yield target

@@ -124,13 +124,7 @@ async def list_dead_letters(
 @router.post("/dead-letters/replay")
 async def replay_dead_letters(body: LetterReplay, bridge: BridgeDep) -> dict[str, Any]:
     """Send inbox, held and unresolved dead letters again (jobs: POST /admin/replay)."""
-    now = datetime.now(UTC)
-    result, _ = await bridge.transact(
-        lambda conn: dead_letters.replay_letters(conn, body, now), ask_okta=True
-    )
-    if bridge.okta_checker is not None and (body.held or body.unresolved):
-        bridge.okta_checker.wake()
-    return result
+    return await dead_letters.send_again(bridge, body)
 
 
 @router.get("/jobs")

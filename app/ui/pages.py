@@ -8,19 +8,14 @@ redirect back (303) with a flash message. No JavaScript.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
-from urllib.parse import urlencode
+from typing import Annotated, Any
 
-import anyio
 import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from app import operations
+from app import dead_letters, operations
 from app.errors import InputError
 from app.graph.service import graph_checks
 from app.operations import INT32_MAX, JobFilter, JobId, ReplayRequest, RowOffset
@@ -28,7 +23,17 @@ from app.runtime import Bridge, BridgeDep
 from app.sources.common import refuse_auth, secret_matches
 from app.store import jobs as job_store
 from app.ui import auth
-from app.ui.render import HtmlErrorsRoute, page
+from app.ui.render import HtmlErrorsRoute
+from app.ui.views import (
+    back_with,
+    posted_form,
+    read,
+    render,
+    show,
+    to_login,
+    viewer_of,
+    write,
+)
 
 
 def _enabled(bridge: BridgeDep) -> None:
@@ -40,63 +45,9 @@ router = APIRouter(
     include_in_schema=False, route_class=HtmlErrorsRoute, dependencies=[Depends(_enabled)]
 )
 _JOB_IDS = TypeAdapter(list[JobId])
-T = TypeVar("T")
 RECENT = 50
 DEAD_SHOWN = 200
 REPLAY_ALL_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """A logged-in browser: what its pages need to render forms."""
-
-    token: SecretStr
-    session: str
-
-    @property
-    def csrf(self) -> str:
-        """The CSRF token its forms carry."""
-        return auth.csrf_token(self.token, self.session)
-
-
-async def _viewer(request: Request, bridge: Bridge) -> Viewer | None:
-    token = auth.admin_token(bridge)
-    session = await auth.current_session(request, bridge, token)
-    return None if session is None else Viewer(token, session)
-
-
-def _to_login(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse("/admin?" + urlencode({"next": target}), status_code=303)
-
-
-def _show(request: Request, token: SecretStr, name: str, status: int = 200, **ctx: Any) -> Response:
-    flash = auth.read_flash(request, token)
-    response = page(name, status, flash=flash, now=datetime.now(UTC), **ctx)
-    auth.clear_flash(response, request)
-    return response
-
-
-def _render(request: Request, viewer: Viewer, name: str, status: int = 200, **ctx: Any) -> Response:
-    return _show(request, viewer.token, name, status, viewer=viewer, **ctx)
-
-
-async def _read(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
-    def run() -> T:
-        with bridge.db.read() as conn:  # pages only read: never in the IdPs' way
-            return work(conn, *args)
-
-    return await anyio.to_thread.run_sync(run)
-
-
-async def _write(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
-    def run() -> T:
-        # A replay writes: a read transaction upgraded to a write fails at once on SQLite
-        # ("database is locked") when another writer got there first.
-        with bridge.db.begin() as conn:
-            return work(conn, *args)
-
-    return await anyio.to_thread.run_sync(run)
 
 
 def _dashboard_data(conn: Any, offset: int) -> dict[str, Any]:
@@ -104,6 +55,7 @@ def _dashboard_data(conn: Any, offset: int) -> dict[str, Any]:
         "stats": job_store.queue_stats(conn),
         "recent": operations.list_jobs(conn, JobFilter(), RECENT, offset)["jobs"],
         "dead": operations.list_jobs(conn, JobFilter(state=[job_store.DEAD]), DEAD_SHOWN)["jobs"],
+        "letters": dead_letters.others(conn, DEAD_SHOWN),
     }
 
 
@@ -122,11 +74,11 @@ async def dashboard(
     next_: Annotated[str | None, Query(alias="next")] = None,
 ) -> Response:
     """Queue health, recent jobs, dead letters and the history search; or the login form."""
-    viewer = await _viewer(request, bridge)
+    viewer = await viewer_of(request, bridge)
     if viewer is None:
         return _login_form(request, bridge, auth.safe_back(next_))
-    data = await _read(bridge, _dashboard_data, offset)
-    return _render(
+    data = await read(bridge, _dashboard_data, offset)
+    return render(
         request,
         viewer,
         "dashboard.html",
@@ -158,7 +110,7 @@ def _login_form(
     request: Request, bridge: Bridge, back: str, error: str | None = None, status: int = 200
 ) -> Response:
     token = auth.admin_token(bridge)
-    return _show(request, token, "login.html", status, viewer=None, next=back, error=error)
+    return show(request, token, "login.html", status, viewer=None, next=back, error=error)
 
 
 @router.post("/admin/login")
@@ -182,12 +134,16 @@ async def login(request: Request, bridge: BridgeDep) -> Response:
 
 @router.post("/admin/logout")
 async def logout(request: Request, bridge: BridgeDep) -> Response:
-    """End the browser session: deleted server-side, so the old cookie opens nothing."""
-    token = auth.admin_token(bridge)
-    await auth.end_session(request, bridge, token)
+    """End the browser session (CSRF-checked, so no other site can log a viewer out): deleted
+    server-side, so the old cookie opens nothing."""
+    checked = await posted_form(request, bridge)
+    if isinstance(checked, Response):
+        return checked
+    viewer, _ = checked
+    await auth.end_session(request, bridge, viewer.token)
     response = RedirectResponse("/admin", status_code=303)
     auth.clear_session(response, request)
-    auth.set_flash(response, request, token, ["Logged out."])
+    auth.set_flash(response, request, viewer.token, ["Logged out."])
     return response
 
 
@@ -196,38 +152,38 @@ async def history(
     request: Request, bridge: BridgeDep, user: Annotated[str, Query(max_length=300)] = ""
 ) -> Response:
     """Every event about a user and what was decided, and their jobs."""
-    viewer = await _viewer(request, bridge)
+    viewer = await viewer_of(request, bridge)
     if viewer is None:
-        return _to_login(request)
+        return to_login(request)
     user = user.strip()
-    found = await _read(bridge, operations.user_history, user) if user else None
-    return _render(request, viewer, "history.html", user=user, search_user=user, history=found)
+    found = await read(bridge, operations.user_history, user) if user else None
+    return render(request, viewer, "history.html", user=user, search_user=user, history=found)
 
 
 @router.get("/admin/ui/jobs/{job_id}")
 async def job(request: Request, bridge: BridgeDep, job_id: JobId) -> Response:
     """One job with every delivery attempt."""
-    viewer = await _viewer(request, bridge)
+    viewer = await viewer_of(request, bridge)
     if viewer is None:
-        return _to_login(request)
+        return to_login(request)
     try:
-        detail = await _read(bridge, operations.job_detail, job_id)
+        detail = await read(bridge, operations.job_detail, job_id)
     except InputError as exc:
-        return _render(request, viewer, "error.html", exc.status, message=exc.message)
-    return _render(request, viewer, "job.html", job=detail)
+        return render(request, viewer, "error.html", exc.status, message=exc.message)
+    return render(request, viewer, "job.html", job=detail)
 
 
 @router.get("/admin/ui/replay-dead")
 async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
     """The confirmation step of "replay all dead": lists exactly what would be sent again."""
-    viewer = await _viewer(request, bridge)
+    viewer = await viewer_of(request, bridge)
     if viewer is None:
-        return _to_login(request)
+        return to_login(request)
     ask = ReplayRequest(
         filter=JobFilter(state=[job_store.DEAD]), dry_run=True, limit=REPLAY_ALL_LIMIT
     )
-    dry = await _read(bridge, operations.replay_jobs, bridge.mapping, ask)
-    return _render(
+    dry = await read(bridge, operations.replay_jobs, bridge.mapping, ask)
+    return render(
         request,
         viewer,
         "confirm.html",
@@ -240,25 +196,16 @@ async def confirm_replay_dead(request: Request, bridge: BridgeDep) -> Response:
 @router.post("/admin/ui/replay")
 async def replay(request: Request, bridge: BridgeDep) -> Response:
     """Re-queue the jobs a form names (CSRF-checked), wake the worker, redirect back."""
-    token = auth.admin_token(bridge)
-    form = await auth.read_form(request)
-    session = await auth.current_session(request, bridge, token)
-    if session is None:
-        return _show(request, token, "error.html", 401, viewer=None, message="Log in again.")
-    viewer = Viewer(token, session)
-    if not auth.csrf_matches(token, session, auth.first(form, "csrf")):
-        log.warning("admin_ui_csrf_refused", path=request.url.path)
-        message = "This form is stale or did not come from this page; reload and try again."
-        return _render(request, viewer, "error.html", 403, message=message)
+    checked = await posted_form(request, bridge)
+    if isinstance(checked, Response):
+        return checked
+    viewer, form = checked
     try:
         ids = sorted(set(_JOB_IDS.validate_python([int(v) for v in form.get("id", [])])))
     except (ValueError, ValidationError):
         message = f"job ids must be whole numbers from 1 to {INT32_MAX}"
-        return _render(request, viewer, "error.html", 400, message=message)
-    lines = await _replay(bridge, ids)
-    response = RedirectResponse(auth.safe_back(auth.first(form, "back")), status_code=303)
-    auth.set_flash(response, request, token, lines)
-    return response
+        return render(request, viewer, "error.html", 400, message=message)
+    return back_with(request, viewer, form, await _replay(bridge, ids))
 
 
 def _said(outcome: dict[str, Any]) -> str:
@@ -271,7 +218,7 @@ async def _replay(bridge: Bridge, ids: list[int]) -> list[str]:
         return ["Nothing to replay: no job was selected."]
     try:
         ask = ReplayRequest(ids=ids)
-        result = await _write(bridge, operations.replay_jobs, bridge.mapping, ask)
+        result = await write(bridge, operations.replay_jobs, bridge.mapping, ask)
     except InputError as exc:
         return [f"Nothing replayed: {exc.message}."]
     if bridge.worker is not None:

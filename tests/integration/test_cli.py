@@ -85,3 +85,48 @@ def test_clear_errors(bridge: Bridge) -> None:
     assert unknown.returncode == 2 and "no job with id 424242" in unknown.stderr
     bad_state = cli("jobs", "--state", "lost", "--url", bridge.url, "--token", ADMIN_TOKEN)
     assert bad_state.returncode == 2 and "unknown state" in bad_state.stderr
+
+
+def test_dead_letters_listed_and_replayed(bridge: Bridge) -> None:
+    """A removal whose login cannot be a COR user id (`..` would move the call off its route)
+    is an unresolved dead letter: listed from the API and the database, replayed only
+    through a running bridge's intake."""
+    removal = okta_event(
+        "group.user_membership.remove", user="dotdot", group_id=FINANCE, group_name="finance"
+    )
+    removal["target"][0]["alternateId"] = ".."
+    bridge.deliver(okta_delivery(removal))
+    remote = ("--url", bridge.url, "--token", ADMIN_TOKEN)
+    database = ("--database", bridge.env["BRIDGE_DATABASE_URL"])
+
+    listed = cli("dead-letters", "list", *remote)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "jobs: dead jobs (replay with `cor-bridge replay ID`): none"
+    at = lines.index("unresolved: removals with no COR user id: 1")
+    letter_id = lines[at + 1].split()[0]
+    assert "okta  .." in lines[at + 1] and "not a usable identifier" in lines[at + 1]
+    assert cli("dead-letters", "list", "--json", *database).stdout.count('"kind": "removed"') == 1
+
+    told = cli("history", "..", *remote)  # a dot segment stays one: not normalised away
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.splitlines()[0] == "history of .."
+    assert "unresolved" in told.stdout
+
+    local = cli("dead-letters", "replay", "--unresolved", letter_id, *database)
+    assert local.returncode == 2 and "replay it with --url" in local.stderr
+    nothing = cli("dead-letters", "replay", *remote)
+    assert nothing.returncode == 2 and "name at least one dead letter" in nothing.stderr
+
+    replayed = cli("dead-letters", "replay", "--unresolved", letter_id, *remote)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == f"replayed unresolved: {letter_id}"
+    again = cli("dead-letters", "replay", "--unresolved", letter_id, *remote)
+    assert again.stdout.strip() == f"not a dead letter (any more) unresolved: {letter_id}"
+    # Sent through intake again with the same login: unresolved again, a new dead letter.
+    after = cli("dead-letters", "list", *remote).stdout.splitlines()
+    assert "unresolved: removals with no COR user id: 1" in after
+    assert (
+        after[after.index("unresolved: removals with no COR user id: 1") + 1].split()[0]
+        != letter_id
+    )

@@ -58,6 +58,8 @@ async def test_everything_is_404_when_the_admin_token_is_unset(tmp_path: Path, c
         assert (await c.post("/admin/login", data={"token": ""})).status_code == 404
         assert (await c.post("/admin/ui/replay", data={"id": "1"})).status_code == 404
         assert (await c.post("/admin/logout")).status_code == 404
+        letters = await c.post("/admin/ui/dead-letters/replay", data={"kind": "inbox"})
+        assert letters.status_code == 404
 
 
 async def test_without_a_session_the_page_is_a_login_form(client: httpx.AsyncClient):
