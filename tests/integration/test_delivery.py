@@ -49,12 +49,15 @@ def test_sigkill_with_pending_removals_loses_none(
     first.deliver(remove("bob", FINANCE, "finance"))
 
     # Every removal was tried and refused at least once: all of them are now retries.
-    wait_for(
-        lambda: {c["user_id"] for c in sandbox.detaches() if c["status"] == 503} >= set(expected),
-        what="a refused detach for every user",
-    )
+    # The bridge's record is what is waited for: COR having answered 503 is not enough, a
+    # kill before the bridge wrote it down would leave a job with no attempt on record.
+    def all_refused_once() -> bool:
+        jobs = first.jobs()
+        return len(jobs) == 7 and all(j["attempts"] >= 1 for j in jobs)
+
+    wait_for(all_refused_once, what="a recorded refusal for every job")
+    assert {c["user_id"] for c in sandbox.detaches() if c["status"] == 503} >= set(expected)
     before = first.jobs()
-    assert len(before) == 7
     assert {j["state"] for j in before} <= {"pending", "running"}
     assert first.kill() == -signal.SIGKILL
     sandbox.clear_faults()
