@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
@@ -37,7 +37,7 @@ from app.graph.delta_batches import (
 )
 from app.graph.delta_pages import Entry, read_page
 from app.graph.origins import BASELINE, DELTA, GROUP_DELETED
-from app.rounds import Rounds
+from app.rounds import Rounds, is_due, utcnow
 from app.runtime import Bridge
 from app.store import cursors
 from app.store import graph as graph_store
@@ -54,11 +54,6 @@ LEASE = timedelta(seconds=120)  # renewed by every page
 
 class LostTurnError(BridgeError):
     """Another replica runs the delta query now; this one stops its round."""
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 class DeltaPoller:
@@ -91,8 +86,7 @@ class DeltaPoller:
 
     async def _round(self) -> float:
         state = await anyio.to_thread.run_sync(self._read, NAME)
-        last = state.last_success_at if state else None
-        if last is None or self._clock() - last >= timedelta(seconds=self._interval):
+        if is_due(state.last_success_at if state else None, self._interval, self._clock()):
             await self.run_once()
         return min(self._interval, 60.0)
 

@@ -25,6 +25,7 @@ from app.graph.notifications import Notification
 from app.graph.resolver import Resolver
 from app.graph.subscriptions import SubscriptionManager
 from app.graph.triage import Received
+from app.rounds import Tasks
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import graph as graph_store
@@ -51,7 +52,7 @@ class GraphService:
         self.resolver: Resolver | None = None
         self.subscriptions: SubscriptionManager | None = None
         self.delta: DeltaPoller | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks()
         # SQLite has one writer at a time, and a writer that finds it busy sleeps in steps of
         # up to 100 ms: a burst then has a tail of seconds. Graph's writers queue here instead,
         # first come first served. PostgreSQL needs no such queue.
@@ -103,11 +104,7 @@ class GraphService:
 
     async def stop(self) -> None:
         """Cancel the background tasks and close the client."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.stop()
         if self.http is not None:
             await self.http.aclose()
 
@@ -150,7 +147,7 @@ class GraphService:
             )
 
     def _spawn(self, work: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
+        self._tasks.start(work, name)
 
 
 def _describe(stored: StoredSubscription, now: datetime) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
@@ -20,7 +20,7 @@ from app.graph.client import GraphClient, Subscription
 from app.graph.config import lifecycle_url
 from app.http import NotFoundError
 from app.mapping import Mapping
-from app.rounds import Rounds
+from app.rounds import Rounds, utcnow
 from app.settings import Settings
 from app.store import Database
 from app.store import graph as graph_store
@@ -33,11 +33,6 @@ ALL_GROUPS = "/groups"
 RETRY_SECONDS = 60.0
 MAX_SLEEP_SECONDS = 3600.0
 MAX_CLIENT_STATE = 128  # characters: Graph refuses a longer clientState
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from app.errors import BridgeError
 from app.okta.client import OktaClient
 from app.okta.events import KINDS, parse_event
 from app.okta.reconcile import GROUP_DELETED, expand_deletions
-from app.rounds import Rounds
+from app.rounds import Rounds, utcnow
 from app.runtime import Bridge
 from app.store import cursors
 
@@ -38,11 +38,6 @@ MAX_PAGES_A_ROUND = 50
 
 class LostTurnError(BridgeError):
     """Another replica polls now; this one stops its round."""
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 def okta_time(when: datetime) -> str:

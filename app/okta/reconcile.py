@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
@@ -26,7 +26,7 @@ from app.errors import BridgeError
 from app.http import NotFoundError
 from app.mapping import Mapping
 from app.okta.client import OktaClient
-from app.rounds import Rounds
+from app.rounds import Rounds, is_due, utcnow
 from app.runtime import Bridge
 from app.store import cursors
 from app.store import memberships as membership_store
@@ -38,11 +38,6 @@ GROUP_DELETED = "group.lifecycle.delete"
 SKEW = timedelta(seconds=60)
 NAME = "okta_sync"
 Item = MembershipChange | IgnoredEvent
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 def expand_deletions(conn: Connection, mapping: Mapping, items: Sequence[Item]) -> list[Item]:
@@ -144,8 +139,7 @@ class Sync:
 
     async def _round(self) -> float:
         state = await anyio.to_thread.run_sync(self._read)
-        last = state.last_success_at if state else None
-        if last is None or self._clock() - last >= timedelta(seconds=self._interval):
+        if is_due(state.last_success_at if state else None, self._interval, self._clock()):
             await self.run_once()
         return min(self._interval, 60.0)
 

@@ -4,8 +4,6 @@ the memberships it has seen, and /readyz says so."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from app.okta.log_poller import NAME as LOG_POLLER
 from app.okta.log_poller import LogPoller
 from app.okta.reconcile import NAME as SYNC
 from app.okta.reconcile import Sync
+from app.rounds import Tasks
 from app.runtime import Bridge
 from app.settings import Settings
 from app.store import cursors
@@ -87,7 +86,7 @@ class OktaDirectory:
         self.checker: OktaChecker | None = None
         self.poller: LogPoller | None = None
         self.sync: Sync | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks()
 
     async def start(self) -> None:
         """Open the client and start the checker and, when asked for, the log poller."""
@@ -107,15 +106,15 @@ class OktaDirectory:
             retry=RetryPolicy.from_settings(self.settings),
         )
         self.bridge.okta_checker = self.checker
-        self._tasks.append(asyncio.create_task(self.checker.run(), name="cor-bridge-okta-check"))
+        self._tasks.start(self.checker.run(), "cor-bridge-okta-check")
         if self.settings.okta_log_poll_seconds > 0:
             self.poller = LogPoller(
                 self.bridge, self.client, interval=self.settings.okta_log_poll_seconds
             )
-            self._tasks.append(asyncio.create_task(self.poller.run(), name="cor-bridge-okta-log"))
+            self._tasks.start(self.poller.run(), "cor-bridge-okta-log")
         if self.settings.okta_sync_seconds > 0:
             self.sync = Sync(self.bridge, self.client, interval=self.settings.okta_sync_seconds)
-            self._tasks.append(asyncio.create_task(self.sync.run(), name="cor-bridge-okta-sync"))
+            self._tasks.start(self.sync.run(), "cor-bridge-okta-sync")
         log.info(
             "okta_directory_on",
             org=self.settings.okta_org_url,
@@ -125,11 +124,7 @@ class OktaDirectory:
 
     async def stop(self) -> None:
         """Cancel the background tasks and close the client."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.stop()
         if self.http is not None:
             await self.http.aclose()
 
