@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -173,6 +175,20 @@ graph_subscriptions = Table(
     Column("reauthorize_requested_at", UTCDateTime),
 )
 
+
+def work_columns() -> list[Column[Any]]:
+    """What every work table of app/store/queue.py has: its state, tries and claim."""
+    return [
+        Column("state", Str(16), nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("lease_until", UTCDateTime),
+        Column("claimed_by", Str(64)),
+        Column("last_error", Txt),
+        Column("done_at", UTCDateTime),
+    ]
+
+
 # Graph notifications as received, one row per members@delta entry: stored before the 202,
 # resolved (names, logins, current groups) and handed to intake later.
 graph_inbox = Table(
@@ -187,13 +203,7 @@ graph_inbox = Table(
     Column("removed", Boolean, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
-    Column("state", Str(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("lease_until", UTCDateTime),
-    Column("claimed_by", Str(64)),
-    Column("last_error", Txt),
-    Column("done_at", UTCDateTime),
+    *work_columns(),
 )
 Index("ix_graph_inbox_due", graph_inbox.c.state, graph_inbox.c.next_attempt_at)
 Index("ix_graph_inbox_base", graph_inbox.c.base_key, graph_inbox.c.received_at)
@@ -210,13 +220,7 @@ held_changes = Table(
     Column("user_login", Str(300)),
     Column("change", JSON, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("state", Str(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("lease_until", UTCDateTime),
-    Column("claimed_by", Str(64)),
-    Column("last_error", Txt),
-    Column("done_at", UTCDateTime),
+    *work_columns(),
     UniqueConstraint("provider", "event_id", name="uq_held_changes_event"),
 )
 Index("ix_held_changes_due", held_changes.c.state, held_changes.c.next_attempt_at)
