@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -156,9 +155,5 @@ async def user_history(user: str, bridge: BridgeDep) -> dict[str, Any]:
 async def _in_transaction(
     bridge: Bridge, operation: Callable[..., dict[str, Any]], *args: Any, read_only: bool = False
 ) -> dict[str, Any]:
-    def run() -> dict[str, Any]:
-        # A read never waits for, or holds, the write lock that the IdPs' acks need.
-        with bridge.db.read() if read_only else bridge.db.begin() as conn:
-            return operation(conn, *args)
-
-    return await anyio.to_thread.run_sync(run)
+    # A read never waits for, or holds, the write lock that the IdPs' acks need.
+    return await bridge.db.run(operation, *args, write=not read_only)

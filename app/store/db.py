@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import structlog
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -208,6 +209,16 @@ class Database:
             conn.execution_options(**{_READ_ONLY: True})
             with conn.begin():
                 yield conn
+
+    async def run(self, work: Callable[..., T], *args: Any, write: bool = True) -> T:
+        """`work(conn, *args)` in one transaction (`read` when not `write`), in a worker
+        thread so the event loop goes on answering meanwhile."""
+
+        def run() -> T:
+            with self.begin() if write else self.read() as conn:
+                return work(conn, *args)
+
+        return await anyio.to_thread.run_sync(run)
 
     def migrate(self) -> str:
         """Create or upgrade the schema; returns the revision now in force.

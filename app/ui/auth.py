@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import parse_qs
 
-import anyio
 from fastapi import HTTPException, Request, Response
 from pydantic import SecretStr
 from sqlalchemy import Connection
@@ -76,11 +75,7 @@ def session_key(token: SecretStr, value: str | None) -> str | None:
 
 
 async def _store(bridge: Bridge, work: Callable[[Connection], T], *, write: bool) -> T:
-    def run() -> T:
-        with bridge.db.begin() if write else bridge.db.read() as conn:
-            return work(conn)
-
-    return await anyio.to_thread.run_sync(run)
+    return await bridge.db.run(work, write=write)
 
 
 async def start_session(bridge: Bridge, token: SecretStr) -> str:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-import anyio
 import structlog
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
@@ -63,25 +62,15 @@ def render(request: Request, viewer: Viewer, name: str, status: int = 200, **ctx
 
 
 async def read(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
-    """Run `work(conn, *args)` in a read transaction, off the event loop."""
-
-    def run() -> T:
-        with bridge.db.read() as conn:  # pages only read: never in the IdPs' way
-            return work(conn, *args)
-
-    return await anyio.to_thread.run_sync(run)
+    """Run `work(conn, *args)` in a read transaction: pages that only read are never in
+    the IdPs' way."""
+    return await bridge.db.run(work, *args, write=False)
 
 
 async def write(bridge: Bridge, work: Callable[..., T], *args: Any) -> T:
-    """Run `work(conn, *args)` in a write transaction, off the event loop."""
-
-    def run() -> T:
-        # A read transaction upgraded to a write fails at once on SQLite ("database is
-        # locked") when another writer got there first.
-        with bridge.db.begin() as conn:
-            return work(conn, *args)
-
-    return await anyio.to_thread.run_sync(run)
+    """Run `work(conn, *args)` in a write transaction (a read one upgraded to a write fails
+    at once on SQLite, "database is locked", when another writer got there first)."""
+    return await bridge.db.run(work, *args)
 
 
 async def posted_form(
