@@ -117,7 +117,7 @@ def create_app(
     app.add_middleware(BodyLimit, prefix="/admin", limit=settings.bridge_max_body_bytes)
     app.add_middleware(RequestContext)
     app.include_router(health.router)
-    app.include_router(okta.router)
+    app.router.routes.extend(okta.routes)
     app.include_router(webhook.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
