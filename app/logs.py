@@ -90,18 +90,20 @@ class RequestContext:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                # The path only: query strings can carry tokens (Graph's validationToken).
-                _access.info(
-                    "request",
-                    method=scope.get("method"),
-                    path=scope.get("path"),
-                    status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 1),
-                )
+        # bind/reset rather than bound_contextvars: no generator-based context manager a request
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # The path only: query strings can carry tokens (Graph's validationToken).
+            _access.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def _incoming_id(scope: Scope) -> str | None:
