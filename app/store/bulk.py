@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Dialect, Table
 
+from app.store.types import Str, Txt
+
 Convert = Callable[[Any], Any] | None
 
 
@@ -112,5 +114,7 @@ def _convert(dialect: Dialect, type_: Any) -> Convert:
     """The column's bind processing; JSON as text (SQLAlchemy's JSON stores None as 'null')."""
     if isinstance(type_, JSON):
         return json.dumps
+    if isinstance(type_, Str | Txt) and dialect.name != "postgresql":
+        return None  # they change nothing on SQLite: a call per value saved
     processor: Convert = type_.dialect_impl(dialect).bind_processor(dialect)
     return processor
