@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Dialect, Table
@@ -57,7 +57,7 @@ def insert_rows(
     return [tuple(r) for result in results for r in result] if returning else []
 
 
-@cache
+@lru_cache(maxsize=64)
 def _statement(
     dialect: Dialect,
     table: Table,
@@ -76,7 +76,7 @@ def _statement(
     return sql, [_convert(dialect, table.c[c].type) for c in columns]
 
 
-@cache
+@lru_cache(maxsize=64)
 def _one_row(
     dialect: Dialect,
     table: Table,
