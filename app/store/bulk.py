@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Dialect, Table
 
-from app.store.types import Str, Txt
+from app.store.types import Str, Txt, UTCDateTime
 
 Convert = Callable[[Any], Any] | None
 
@@ -116,5 +117,17 @@ def _convert(dialect: Dialect, type_: Any) -> Convert:
         return json.dumps
     if isinstance(type_, Str | Txt) and dialect.name != "postgresql":
         return None  # they change nothing on SQLite: a call per value saved
+    if isinstance(type_, UTCDateTime) and dialect.name != "postgresql":
+        return _sqlite_time
     processor: Convert = type_.dialect_impl(dialect).bind_processor(dialect)
     return processor
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """What UTCDateTime and SQLAlchemy's SQLite DATETIME store ("2026-12-01 17:42:48.000123"),
+    in one C call instead of a %-format of seven fields (eight values a change)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

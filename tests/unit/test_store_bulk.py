@@ -56,6 +56,16 @@ def test_rows_from_arrays_are_the_rows_sqlalchemy_writes(db: Database) -> None:
         insert_rows(conn, events, columns, [[r[c] for c in columns] for r in shifted])
     plain, bulk = _stored(db, 1, 4), _stored(db, 11, 14)
     assert plain == [r | {"source_event_id": r["source_event_id"][1:]} for r in bulk]
+    with db.begin() as conn:  # the times as stored, not as read back: SQL compares these
+        raw = {
+            r[0]: r[1:]
+            for r in conn.exec_driver_sql(
+                "SELECT source_event_id, CAST(occurred_at AS TEXT), CAST(received_at AS TEXT) "
+                "FROM events"
+            )
+        }
+    assert [raw[f"e{n}"] for n in (1, 2, 3)] == [raw[f"e1{n}"] for n in (1, 2, 3)]
+    assert raw["e11"] == ("2026-11-27 12:00:01.123456", "2026-11-27 12:00:00.123456")
     assert plain[0]["occurred_at"] == T0 + timedelta(seconds=1)
     assert plain[1]["change"] == {"a": [1, None]} and plain[0]["change"] is None
 
