@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
-from typing import TextIO
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,14 +30,13 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
-    stream = sys.stderr
     structlog.configure(
         processors=[*_SHARED, structlog.processors.format_exc_info, renderer],
-        logger_factory=lambda *args: _NamedWriter(stream, str(args[0]) if args else ""),
+        logger_factory=lambda *args: _LineWriter(str(args[0]) if args else ""),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED,
@@ -60,12 +59,28 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-class _NamedWriter(structlog.WriteLogger):
-    """A line writer that knows its logger's name (the `logger` field, as stdlib's has)."""
+class _LineWriter:
+    """Writes each rendered line to stderr, with its logger's name for the `logger` field.
 
-    def __init__(self, file: TextIO, name: str) -> None:
-        super().__init__(file)
+    Like logging's StreamHandler, a closed or broken stderr never fails the caller, and
+    stderr is looked up at each write (so it follows a redirection, as pytest's capture does).
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, name: str) -> None:
         self.name = name
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        try:
+            with self._lock:
+                sys.stderr.write(message + "\n")
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = msg
 
 
 class RequestContext:
