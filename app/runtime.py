@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol, TypeVar
@@ -113,18 +114,7 @@ class Bridge:
         merge: Any = None,
     ) -> tuple[T, list[Decision]]:
         result, items, decisions = await self.commits.run(run, weight, keys=keys, merge=merge)
-        for item, decision in zip(items, decisions, strict=True):
-            kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
-            metrics.CHANGES.labels(item.provider, kind, decision.decision).inc()
-            log.info(
-                "change_accepted",
-                event_id=decision.event_id,
-                provider=item.provider,
-                kind=kind,
-                decision=decision.decision,
-                detail=decision.detail,
-                job_ids=decision.jobs or None,
-            )
+        account(items, decisions)
         if self.worker is not None and any(d.jobs for d in decisions):
             self.worker.wake()
         if self.okta_checker is not None and any(d.decision == HELD for d in decisions):
@@ -153,6 +143,33 @@ class Bridge:
         decided = iter(accept_changes(conn, self.mapping, rest, now=now, delay=delay))
         decisions = [v if v is not None else next(decided) for v in verdicts]
         return result, items, decisions
+
+
+def account(items: Sequence[Item], decisions: Sequence[Decision]) -> None:
+    """Count the changes (one increment per label set) and log them: one line per call, so
+    a 50-event delivery writes one line, not fifty (a line costs ~17 us of the event loop).
+    A lone change keeps its flat line; several are listed under `events`, each with its id."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    lines = []
+    for item, decision in zip(items, decisions, strict=True):
+        kind = item.change.value if isinstance(item, MembershipChange) else "ignored"
+        counts[(item.provider, kind, decision.decision)] += 1
+        lines.append(
+            {
+                "event_id": decision.event_id,
+                "provider": item.provider,
+                "kind": kind,
+                "decision": decision.decision,
+                "detail": decision.detail,
+                "job_ids": decision.jobs or None,
+            }
+        )
+    for labels, n in counts.items():
+        metrics.CHANGES.labels(*labels).inc(n)
+    if len(lines) == 1:
+        log.info("change_accepted", **lines[0])
+    elif lines:
+        log.info("changes_accepted", count=len(lines), events=lines)
 
 
 HELD = "held"

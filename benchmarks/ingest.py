@@ -49,14 +49,20 @@ class WrkResult:
     errors: int
     acked_ids: list[str]
     max_ms: float = 0.0
+    cpu_ms: float = 0.0  # the server's CPU (user + system, all threads) per answered request
 
     @property
     def events_per_s(self) -> float:
         return (self.requests - self.errors) * self.events / self.seconds
 
 
-def run_wrk(url: str, events: int, connections: int, seconds: float) -> WrkResult:
+def run_wrk(
+    url: str, events: int, connections: int, seconds: float, pid: int | None = None
+) -> WrkResult:
+    """A closed-loop wrk run; with `pid`, also that server's CPU time per answered request
+    (less at the mercy of a loaded machine than events/s: what the server itself spent)."""
     runtag = secrets.token_hex(4)
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     with tempfile.TemporaryDirectory(prefix="bench-ack-") as ackdir:
         argv = [
             find_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
@@ -65,6 +71,7 @@ def run_wrk(url: str, events: int, connections: int, seconds: float) -> WrkResul
             runtag, str(events), OKTA_SECRET, GROUP, ackdir,
         ]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
         if line is None:
             raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
@@ -81,7 +88,14 @@ def run_wrk(url: str, events: int, connections: int, seconds: float) -> WrkResul
         errors=errors,
         acked_ids=acked,
         max_ms=v["max_us"] / 1000,
+        cpu_ms=1000 * cpu / max(1, v["requests"] - errors),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def event_uuids(delivery_id: str, events: int) -> list[str]:

@@ -46,9 +46,9 @@ def ingest_bridge(
             sweep, ceiling = [], []
             for n in sizes:
                 for c in conns:
-                    ceiling.append(ingest.run_wrk(durable.url, n, c, seconds))
+                    ceiling.append(ingest.run_wrk(durable.url, n, c, seconds, durable.pid))
                     _settle(url)
-                    sweep.append(ingest.run_wrk(bridge.url, n, c, seconds))
+                    sweep.append(ingest.run_wrk(bridge.url, n, c, seconds, bridge.pid))
         acked, missing = ingest.missing_events(url, [*sweep, *steady])
     return {"sweep": sweep, "durable": ceiling, "paced": steady, "acked": acked,
             "missing": missing}  # fmt: skip

@@ -19,7 +19,8 @@ def ingest_section(results: dict[str, Any], kinds: list[str]) -> tuple[list[str]
          for b in results["ceiling"]],
     )  # fmt: skip
     out += ["", "   durable ceiling (a row per event, group commit, fsync) beside the bridge, "
-            "run after run on the same engine; ratio = bridge / durable"]  # fmt: skip
+            "run after run on the same engine; ratio = bridge / durable; cpu = the server's "
+            "CPU ms per delivery"]  # fmt: skip
     rows, targets = [], []
     for kind in kinds:
         ing = results[kind].get("ingest")
@@ -27,13 +28,14 @@ def ingest_section(results: dict[str, Any], kinds: list[str]) -> tuple[list[str]
             continue
         for d, r in zip(ing["durable"], ing["sweep"], strict=True):
             rows.append([kind, r.events, r.connections, f"{d.events_per_s:.0f}",
-                         f"{d.p50_ms:.1f}", f"{d.p99_ms:.1f}", f"{r.events_per_s:.0f}",
-                         f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
-                         f"{r.events_per_s / d.events_per_s:.2f}",
+                         f"{d.p50_ms:.1f}", f"{d.p99_ms:.1f}", f"{d.cpu_ms:.2f}",
+                         f"{r.events_per_s:.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                         f"{r.cpu_ms:.2f}", f"{r.events_per_s / d.events_per_s:.2f}",
                          f"{r.p99_ms / d.p99_ms:.1f}x"])  # fmt: skip
         targets += _ingest_targets(kind, ing)
-    out += table(["db", "ev/req", "conns", "durable ev/s", "p50 ms", "p99 ms", "bridge ev/s",
-                  "p50 ms", "p99 ms", "ratio", "p99 ratio"], rows)  # fmt: skip
+    out += table(["db", "ev/req", "conns", "durable ev/s", "p50 ms", "p99 ms", "cpu",
+                  "bridge ev/s", "p50 ms", "p99 ms", "cpu", "ratio", "p99 ratio"],
+                 rows)  # fmt: skip
     out += ["", "   Open loop at a fixed rate (latency counted from when each POST was due)"]
     rows = []
     for kind in kinds:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
+from app.store.bulk import insert_rows
 from app.store.db import chunked
 from app.store.schema import events
 
@@ -44,15 +45,25 @@ def seen_events(conn: Connection, provider: str, source_event_ids: Collection[st
 
 
 def record_events(conn: Connection, rows: Sequence[NewEvent]) -> list[int]:
-    """Insert the events in one statement; their row ids, in order.
+    """Insert the events in one statement (from arrays: app/store/bulk.py); their row ids,
+    in order.
 
     The caller holds intake's turn and asked `seen_events` first: an event recorded meanwhile
     (something wrote events outside intake) fails the transaction on the unique key.
     """
     if not rows:
         return []
-    query = insert(events).returning(events.c.id, sort_by_parameter_order=True)
-    return [int(r[0]) for r in conn.execute(query, [vars(new) for new in rows])]
+    found = insert_rows(conn, events, _EVENT_COLUMNS, [_event_values(new) for new in rows],
+                        returning=("id", "provider", "source_event_id"))  # fmt: skip
+    ids = {(str(provider), str(source_id)): int(i) for i, provider, source_id in found}
+    return [ids[(new.provider, new.source_event_id)] for new in rows]
+
+
+_EVENT_COLUMNS = tuple(f.name for f in fields(NewEvent))
+
+
+def _event_values(new: NewEvent) -> tuple[Any, ...]:
+    return tuple(getattr(new, name) for name in _EVENT_COLUMNS)
 
 
 def set_details(conn: Connection, details: Mapping[int, list[str]]) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from app.store.db import chunked, insert_ignoring_conflicts
+from app.store.bulk import insert_rows
+from app.store.db import chunked
 from app.store.schema import memberships
 
 
@@ -50,15 +51,19 @@ def memberships_of(conn: Connection, provider: str, user_ids: Collection[str]) -
 
 
 def put_memberships(conn: Connection, pairs: Collection[Membership]) -> None:
-    """Insert or overwrite these pairs (each at most once), in one statement."""
+    """Insert or overwrite these pairs (each at most once), in one statement (from arrays)."""
     if not pairs:
         return
-    query = insert_ignoring_conflicts(conn, memberships)
-    query = query.on_conflict_do_update(
-        index_elements=["provider", "user_id", "group_id"],
-        set_={c: query.excluded[c] for c in ("group_name", "member", "changed_at", "user")},
-    )
-    conn.execute(query, [vars(m) for m in pairs])  # not asdict: it deep-copies `user`
+    rows = [(m.provider, m.user_id, m.group_id, m.group_name, m.member, m.changed_at, m.user)
+            for m in pairs]  # fmt: skip
+    insert_rows(conn, memberships, _COLUMNS, rows, conflict=_OVERWRITE)
+
+
+_COLUMNS = ("provider", "user_id", "group_id", "group_name", "member", "changed_at", "user")
+_OVERWRITE = (
+    "ON CONFLICT (provider, user_id, group_id) DO UPDATE SET group_name = excluded.group_name, "
+    'member = excluded.member, changed_at = excluded.changed_at, "user" = excluded."user"'
+)
 
 
 def list_user_groups(conn: Connection, provider: str, user_id: str) -> list[Membership]:

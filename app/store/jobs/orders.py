@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, select, update
 
-from app.store.db import insert_ignoring_conflicts
+from app.store.bulk import insert_rows
 from app.store.jobs.model import CANCELLED, PENDING, RUNNING, Called, NewJob
 from app.store.jobs.reads import open_twin, pending_job_id
 from app.store.schema import jobs
@@ -18,21 +18,18 @@ from app.store.schema import jobs
 
 
 def enqueue(conn: Connection, new: Sequence[NewJob]) -> list[tuple[int, bool]]:
-    """Write the jobs in one statement: (id, created) for each. A pending one whose detach is
-    already pending joins that job (created False) instead."""
+    """Write the jobs in one statement (from arrays): (id, created) for each. A pending one
+    whose detach is already pending joins that job (created False) instead."""
     if not new:
         return []
-    query = (
-        insert_ignoring_conflicts(conn, jobs)
-        .on_conflict_do_nothing(
-            index_elements=["cor_user_id", "source", "workspace"],
-            index_where=text("state = 'pending'"),  # uq_jobs_pending
-        )
-        .returning(jobs.c.id, jobs.c.event_id, jobs.c.workspace)
-    )
-    # vars(), not dataclasses.asdict: that deep-copies every field (a tenth of intake's CPU).
-    rows = [{**vars(j), "attempts": 0, "solo": False, "updated_at": j.created_at} for j in new]
-    written = {(int(e), str(w)): int(i) for i, e, w in conn.execute(query, rows)}
+    rows = [
+        (j.cor_user_id, j.source, j.workspace, j.provider, j.event_id, j.state, 0, False,
+         j.created_at, j.created_at, j.next_attempt_at, j.last_message)
+        for j in new
+    ]  # fmt: skip
+    found = insert_rows(conn, jobs, _COLUMNS, rows, conflict=_JOIN_PENDING,
+                        returning=("id", "event_id", "workspace"))  # fmt: skip
+    written = {(int(e), str(w)): int(i) for i, e, w in found}
     placed: list[tuple[int, bool]] = []
     for j in new:
         job_id = written.get((j.event_id, j.workspace))
@@ -45,6 +42,14 @@ def enqueue(conn: Connection, new: Sequence[NewJob]) -> list[tuple[int, bool]]:
             raise RuntimeError(f"the pending job of {key} went away while joining it")
         placed.append((twin, False))
     return placed
+
+
+_COLUMNS = (
+    "cor_user_id", "source", "workspace", "provider", "event_id", "state", "attempts", "solo",
+    "created_at", "updated_at", "next_attempt_at", "last_message",
+)  # fmt: skip
+# uq_jobs_pending: a pending detach that is pending already is not written (it is joined).
+_JOIN_PENDING = "ON CONFLICT (cor_user_id, source, workspace) WHERE state = 'pending' DO NOTHING"
 
 
 def join(conn: Connection, job_id: int) -> bool:
