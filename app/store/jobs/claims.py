@@ -10,9 +10,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, update
 
+from app.store.db import keys_in_intake
 from app.store.jobs.model import CANCELLED, PENDING, RUNNING, Job, JobKey, job_of
 from app.store.jobs.reads import pending_job_id
 from app.store.schema import jobs
+
+HOLD_IN_INTAKE = timedelta(seconds=10)
+
+
+def intake_key(cor_user_id: str) -> str:
+    """Intake's lock key of a COR user (app/intake/locks.py, `intake_keys`)."""
+    return f"cor:{cor_user_id}"
 
 
 def claim(
@@ -29,16 +37,24 @@ def claim(
         and_(jobs.c.state == PENDING, jobs.c.next_attempt_at <= now),
         and_(jobs.c.state == RUNNING, jobs.c.lease_until < now),
     )
-    ids = [
-        int(r[0])
-        for r in conn.execute(
-            select(jobs.c.id)
-            .where(due)
-            .order_by(jobs.c.next_attempt_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ]
+    due_rows = conn.execute(
+        select(jobs.c.id, jobs.c.cor_user_id, jobs.c.created_at)
+        .where(due)
+        .order_by(jobs.c.next_attempt_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    # PostgreSQL: a user whose removals intake is taking in right now (their intake key held
+    # or awaited by another transaction) waits for them, so they go in one call; intake's
+    # commit wakes the worker. Not past HOLD_IN_INTAKE since a job of theirs was queued: a
+    # user under constant intake is not starved.
+    users = {str(r.cor_user_id) for r in due_rows}
+    busy = keys_in_intake(conn, {intake_key(u) for u in users})
+    if busy:
+        old = {str(r.cor_user_id) for r in due_rows if r.created_at <= now - HOLD_IN_INTAKE}
+        waiting = {u for u in users if intake_key(u) in busy} - old
+        due_rows = [r for r in due_rows if r.cor_user_id not in waiting]
+    ids = [int(r.id) for r in due_rows]
     if not ids:
         return []
     conn.execute(
