@@ -6,7 +6,9 @@ a batch under a short lease (BRIDGE_LEASE_SECONDS), and a lease keeper renews it
 of the lease while the batch is worked: a live replica's slow call is never taken over, and
 a killed replica's claims are free once their lease lapses. Work runs at most `concurrency`
 at a time (`each`). Retry and dead letters are the work's own (app/delivery/retry.py
-decides, app/store/ applies), so are wake-ups: `wake` starts the next round now.
+decides, app/store/ applies), so are wake-ups: `wake` starts the next round now. The detach
+worker does not wait for a batch before the next claim: it uses `claim` and `keep` itself and
+keeps claimed groups in a feed (app/delivery/feed.py).
 """
 
 from __future__ import annotations
