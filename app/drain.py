@@ -6,14 +6,16 @@ a batch under a short lease (BRIDGE_LEASE_SECONDS), and a lease keeper renews it
 of the lease while the batch is worked: a live replica's slow call is never taken over, and
 a killed replica's claims are free once their lease lapses. Work runs at most `concurrency`
 at a time (`each`). Retry and dead letters are the work's own (app/delivery/retry.py
-decides, app/store/ applies), so are wake-ups: `wake` starts the next round now.
+decides, app/store/ applies), so are wake-ups: `wake` starts the next round now. The detach
+worker does not wait for a batch before the next claim: it uses `claim` and `keep` itself and
+keeps claimed groups in a feed (app/delivery/feed.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -135,12 +137,12 @@ class Drainer(Generic[T]):
     async def run_once(self) -> int:
         """Claim one batch and work it, its lease kept alive; returns how many were claimed."""
         async with self._turn():
-            rows = await anyio.to_thread.run_sync(self._claim)
+            rows = await anyio.to_thread.run_sync(self.claim)
         if rows:
             async with anyio.create_task_group() as tg:
                 # A batch can outlast its lease while the far end is slow: keep the claim
                 # alive, or another replica takes it over and sends it all again.
-                tg.start_soon(self._keep, [self._id_of(r) for r in rows])
+                tg.start_soon(self.keep, {self._id_of(r) for r in rows})
                 await self._work(rows)
                 tg.cancel_scope.cancel()
         return len(rows)
@@ -185,19 +187,24 @@ class Drainer(Generic[T]):
         mine = table.apply(conn, row.id, self.worker_id, decision, str(error), now)
         return decision if mine else None
 
-    def _claim(self) -> list[T]:
+    def claim(self) -> list[T]:
+        """Up to a batch of due rows, claimed under a lease (in the calling thread)."""
         with self.db.begin() as conn:
             return self._claim_rows(
                 conn, now=self.clock(), limit=self._batch, worker_id=self.worker_id,
                 lease=self.lease,
             )  # fmt: skip
 
-    async def _keep(self, ids: list[int]) -> None:
+    async def keep(self, held: Collection[int]) -> None:
+        """Renew the lease of the rows in `held` every third of the lease, until cancelled;
+        `held` may change meanwhile (the worker's claims in flight)."""
         every = self.lease.total_seconds() / 3
         while True:
             await anyio.sleep(every)
+            if not held:
+                continue
             try:
-                await anyio.to_thread.run_sync(self._extend, ids)
+                await anyio.to_thread.run_sync(self._extend, sorted(held))
             except Exception:  # the lease lapses and another replica takes over: no loss
                 log.exception(f"{self.name}_lease_not_extended")
 

@@ -22,6 +22,7 @@ from app.errors import ConfigError, InputError
 from app.graph import webhook
 from app.graph.service import GraphService
 from app.http import StaticToken, Tokens
+from app.http.transport import LeanTransport
 from app.logs import RequestContext
 from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.service import OktaDirectory
@@ -74,7 +75,8 @@ def create_app(
             # Loading the SCIM schemas takes ~0.1 s: at start, not in the first IdP request.
             await asyncio.to_thread(scim.scim_service)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
-        async with httpx.AsyncClient(timeout=timeout, transport=cor_transport) as http:
+        transport = cor_transport or LeanTransport()  # the default's CPU per call bounds the drain
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))
             cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
             bridge.worker = _worker(settings, db, cor)

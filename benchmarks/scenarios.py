@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import statistics
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import create_engine, text
 from benchmarks import ingest, procs, world
 from benchmarks.procs import SCIM_TOKEN, running
 
+CEILING_LUA = Path(__file__).with_name("cor_detach.lua")
 HOLD = "3600"  # BRIDGE_DELIVERY_DELAY_SECONDS that keeps the worker out of a request benchmark
 
 
@@ -44,6 +46,25 @@ def _detach_calls(cor: procs.Proc, path: str = "/detach") -> list[dict[str, Any]
     return calls
 
 
+def standin_ceiling(cor: procs.Proc, connections: int, seconds: float) -> float:
+    """Detaches/s the COR stand-in answers on its own, wrk at `connections`; its call log is
+    cleared afterwards."""
+    base = cor.url + "/sandbox/cor"
+    token = httpx.post(
+        base + "/v1/oauth/token", params={"grant_type": "client_credentials"},
+        auth=("sandbox-client", "sandbox-secret"), timeout=10,
+    ).json()["access_token"]  # fmt: skip
+    argv = [
+        ingest.find_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+        "-s", str(CEILING_LUA), base + "/v2/integrations/users/ceiling0@acme.example/detach",
+        "--", token,
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
+    rate = next(ln for ln in done.stdout.splitlines() if ln.startswith("Requests/sec:"))
+    httpx.delete(base + "/calls", timeout=10).raise_for_status()
+    return float(rate.split(":")[1])
+
+
 def drain(
     dbs: world.Databases, kind: str, workdir: Path, count: int, latency_ms: float,
     concurrency: int,
@@ -51,8 +72,9 @@ def drain(
     with dbs.fresh(kind) as url:
         world.seed_pending(url, count, "drain", world.DRAIN_GROUP)
         with running(
-            procs.standin(workdir, latency_ms, f"drain:{count}"), "/sandbox/cor/calls"
+            procs.standin(workdir, latency_ms, f"drain:{count},ceiling:1"), "/sandbox/cor/calls"
         ) as cor:
+            alone = [standin_ceiling(cor, c, 3.0) for c in (concurrency, 4 * concurrency)]
             bridge = procs.bridge(
                 workdir, url, cor.url + "/sandbox/cor",
                 bridge_worker_concurrency=str(concurrency),
@@ -67,7 +89,8 @@ def drain(
     limit = concurrency / (latency_ms / 1000)
     ok = sum(1 for c in calls if c["status"] == 200)
     return {"jobs": count, "calls": len(calls), "ok": ok, "done": done, "rate": rate,
-            "limit": limit, "seconds": span, "concurrency": concurrency}  # fmt: skip
+            "limit": limit, "seconds": span, "concurrency": concurrency,
+            "standin": alone[0], "standin_wide": alone[1]}  # fmt: skip
 
 
 def coalesce(

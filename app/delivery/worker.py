@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from itertools import groupby
 
 import anyio
 import structlog
@@ -21,6 +20,7 @@ from sqlalchemy import Connection
 
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
+from app.delivery.feed import Feed, coalesce
 from app.delivery.retry import RetryPolicy, decide
 from app.drain import Drained, Drainer, bug, utcnow
 from app.errors import DeliveryError, PermanentError, RetryableError
@@ -34,22 +34,6 @@ from app.store.queue import Retry
 log = structlog.get_logger(__name__)
 
 __all__ = ["Worker", "coalesce", "utcnow"]
-
-
-def coalesce(jobs: list[Job]) -> list[list[Job]]:
-    """One group per (COR user, source); a job marked solo travels alone."""
-    groups: list[list[Job]] = []
-    key = lambda j: (j.cor_user_id, j.source)  # noqa: E731
-    for _, same_user in groupby(sorted(jobs, key=key), key=key):
-        together = []
-        for job in same_user:
-            if job.solo:
-                groups.append([job])
-            else:
-                together.append(job)
-        if together:
-            groups.append(together)
-    return groups
 
 
 class Worker(Drained):
@@ -72,6 +56,8 @@ class Worker(Drained):
         self.cor = cor
         self.policy = policy
         self.worker_id = uuid.uuid4().hex[:12]
+        self.concurrency = concurrency
+        self._batch = batch
         self._release_on_start = release_on_start
         self._clock = clock
         self.drainer = Drainer(
@@ -80,7 +66,7 @@ class Worker(Drained):
             work=self._work, batch=batch, concurrency=concurrency, poll_seconds=poll_seconds,
             lease=lease, clock=clock,
         )  # fmt: skip
-        # Successful detaches that finish together are recorded in one commit.
+        # Outcomes that finish together are recorded in one commit, successes in one write.
         self._settled = GroupCommit(db)
 
     @property
@@ -89,7 +75,11 @@ class Worker(Drained):
         return self.drainer.rounds
 
     async def run(self) -> None:
-        """Deliver until cancelled; a failing round is logged and retried, never fatal."""
+        """Deliver until cancelled; a failing round is logged and retried, never fatal.
+
+        The next batch is claimed while the current one is in flight, whenever fewer groups
+        wait than there are delivery places (and fewer than two batches are held), so the
+        places stay full; each claim is kept alive until its jobs are recorded."""
         if self._release_on_start:
             try:
                 released = await anyio.to_thread.run_sync(self._release)
@@ -100,55 +90,120 @@ class Worker(Drained):
                 if released:
                     log.info("worker_released_claims", jobs=released)
         log.info("worker_started", worker_id=self.worker_id)
-        await self.drainer.run()
+        feed = self._feed()
+        self.rounds.last_beat = time.monotonic()  # alive from the start, for /readyz
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.drainer.keep, feed.held)
+            for _ in range(self.concurrency):
+                tg.start_soon(self._sender, feed)
+            await self.rounds.loop(lambda: self._claim_round(feed), after_error=self.drainer.poll)
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it all, its lease kept alive; how many were claimed."""
+        jobs = await anyio.to_thread.run_sync(self.drainer.claim)
+        if jobs:
+            await self._work(jobs)
+        return len(jobs)
+
+    async def _claim_round(self, feed: Feed) -> float:
+        if feed.waiting() >= self.concurrency or len(feed.held) >= 2 * self._batch:
+            with anyio.move_on_after(self.drainer.poll):  # a beat for /readyz meanwhile
+                await feed.moved()
+            return 0.0
+        jobs = await anyio.to_thread.run_sync(self.drainer.claim)
+        feed.put(coalesce(jobs))
+        return 0.0 if jobs else self.drainer.poll
 
     async def _work(self, jobs: list[Job]) -> None:
-        # A place among BRIDGE_WORKER_CONCURRENCY is held for the check and the call to COR
-        # only: recording the outcome (a commit, shared with the others that finish together)
-        # happens after it is given back, so the next call does not wait for that commit.
-        await self.drainer.each(coalesce(jobs), self._deliver, limited=False)
+        feed = self._feed()
+        feed.put(coalesce(jobs))
+        feed.close()
+        async with anyio.create_task_group() as keeper:
+            keeper.start_soon(self.drainer.keep, feed.held)
+            async with anyio.create_task_group() as senders:
+                for _ in range(self.concurrency):
+                    senders.start_soon(self._sender, feed)
+            keeper.cancel_scope.cancel()
+
+    def _feed(self) -> Feed:
+        async def check(groups: list[list[Job]]) -> list[list[Job]]:
+            return await anyio.to_thread.run_sync(self._still_wanted, groups)
+
+        return Feed(check, check_ahead=self.concurrency)
 
     def _release(self) -> int:
         with self.db.begin() as conn:
             return job_store.release(conn, self._clock())
 
-    async def _deliver(self, group: list[Job]) -> None:
-        ids = [j.id for j in group]
-        with structlog.contextvars.bound_contextvars(job_ids=ids, cor_user_id=group[0].cor_user_id):
-            # Claimed a while ago, perhaps: drop what a re-grant called off meanwhile.
-            async with self.drainer.slot():
-                group = await anyio.to_thread.run_sync(self._still_wanted, group)
-                if not group:
+    async def _sender(self, feed: Feed) -> None:
+        """One delivery place: take a group, send it, hand its outcome to be recorded (which
+        does not hold the place: the next call does not wait for that commit)."""
+        async with anyio.create_task_group() as recording:
+            while True:
+                try:
+                    group = await feed.take()
+                except Exception:
+                    # Not fatal: these jobs keep their claim until the lease lapses, then go again.
+                    log.exception("detach_check_failed")
+                    continue
+                if group is None:
                     return
-                # Twins (one detach queued twice) travel together; COR hears each workspace once.
-                workspaces = list(dict.fromkeys(j.workspace for j in group))
-                started = time.perf_counter()
-                outcome = await self._detach(group[0], workspaces)
-                ms = int((time.perf_counter() - started) * 1000)
-            metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
-            try:
+                outcome, ms = await self._send(group)
+                recording.start_soon(self._record, feed, group, outcome, ms)
+
+    async def _deliver(self, group: list[Job]) -> None:
+        """Check, send and record one group (a claimed one waiting for its place)."""
+        for kept in await anyio.to_thread.run_sync(self._still_wanted, [group]):
+            outcome, ms = await self._send(kept)
+            await self._record(self._feed(), kept, outcome, ms)
+
+    async def _send(self, group: list[Job]) -> tuple[DetachResult | DeliveryError, int]:
+        # Twins (one detach queued twice) travel together; COR hears each workspace once.
+        workspaces = list(dict.fromkeys(j.workspace for j in group))
+        started = time.perf_counter()
+        outcome = await self._detach(group, workspaces)
+        return outcome, int((time.perf_counter() - started) * 1000)
+
+    async def _record(
+        self, feed: Feed, group: list[Job], outcome: DetachResult | DeliveryError, ms: int
+    ) -> None:
+        ids = [j.id for j in group]
+        metrics.COR_RESPONSES.labels(str(outcome.status or "error")).inc()
+        try:
+            with structlog.contextvars.bound_contextvars(
+                job_ids=ids, cor_user_id=group[0].cor_user_id
+            ):
                 if isinstance(outcome, DetachResult):
                     await self._done(group, outcome, ms)
                 else:
                     await anyio.to_thread.run_sync(self._apply, group, outcome, ms)
-            except Exception:
-                # Not fatal to the round's other deliveries: these jobs keep their claim
-                # until the lease lapses, then go again.
-                log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
+        except Exception:
+            # Not fatal to the round's other deliveries: these jobs keep their claim
+            # until the lease lapses, then go again.
+            log.exception("delivery_not_recorded", outcome=type(outcome).__name__)
+        finally:
+            feed.done(ids)
 
-    def _still_wanted(self, group: list[Job]) -> list[Job]:
-        """The jobs of `group` nobody called off since the claim; the others end cancelled."""
+    def _still_wanted(self, groups: list[list[Job]]) -> list[list[Job]]:
+        """The groups' jobs nobody called off since the claim (one read for all of them);
+        the others end cancelled. A group left empty is dropped."""
+        ids = [j.id for g in groups for j in g]
         with self.db.read() as conn:  # a read: no write turn for the common case
-            called_off = job_store.called_off(conn, [j.id for j in group])
-        if called_off:
-            with self.db.begin() as conn:
-                job_store.drop_called_off(conn, called_off, self.worker_id, self._clock())
-            metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc(len(called_off))
-            log.info("detach_called_off", job_ids=sorted(called_off))
-        return [j for j in group if j.id not in called_off]
+            called_off = job_store.called_off(conn, ids)
+        if not called_off:
+            return groups
+        with self.db.begin() as conn:
+            job_store.drop_called_off(conn, called_off, self.worker_id, self._clock())
+        metrics.JOBS_SETTLED.labels(job_store.CANCELLED).inc(len(called_off))
+        log.info("detach_called_off", job_ids=sorted(called_off))
+        kept = ([j for j in g if j.id not in called_off] for g in groups)
+        return [g for g in kept if g]
 
-    async def _detach(self, job: Job, workspaces: list[str]) -> DetachResult | DeliveryError:
+    async def _detach(
+        self, group: list[Job], workspaces: list[str]
+    ) -> DetachResult | DeliveryError:
         """COR's answer, or the error it came to; never raises (but for cancellation)."""
+        job = group[0]
         try:
             return await self.cor.detach(job.cor_user_id, workspaces, job.source)
         except DeliveryError as exc:
@@ -157,18 +212,25 @@ class Worker(Drained):
             # A bug, not COR: retrying would hide it. The job stops as a dead letter (an
             # operator replays it once fixed), the traceback is in the log, and the round's
             # other deliveries go on (raising would cancel them mid-flight).
-            log.exception("detach_crashed")
+            log.exception(
+                "detach_crashed", job_ids=[j.id for j in group], cor_user_id=job.cor_user_id
+            )
             return bug(exc, "detach")
 
     async def _done(self, group: list[Job], result: DetachResult, ms: int) -> None:
         now = self._clock()
         ids = [j.id for j in group]
-        attempt = Attempt(now, ms, status=result.status)
+        call = job_store.Completed(ids, Attempt(now, ms, status=result.status), result.remaining)
 
         def record(conn: Connection) -> None:
-            job_store.complete(conn, ids, self.worker_id, attempt, result.remaining)
+            job_store.complete_many(conn, self.worker_id, [call])
 
-        await self._settled.run(record)
+        def merged(conn: Connection, calls: list[job_store.Completed]) -> list[None]:
+            job_store.complete_many(conn, self.worker_id, calls)
+            return [None] * len(calls)
+
+        # Calls that finish together are recorded in one write (one savepoint, two statements).
+        await self._settled.run(record, merge=("complete", merged, call))
         for job in group:
             metrics.DELIVERY_LATENCY.observe((now - job.created_at).total_seconds())
         metrics.JOBS_SETTLED.labels(job_store.DONE).inc(len(ids))

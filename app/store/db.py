@@ -85,6 +85,23 @@ _ALL: frozenset[int] = frozenset({-1})
 _SHARED = -2
 
 
+def keys_in_intake(conn: Connection, keys: Collection[str]) -> set[str]:
+    """Of these intake keys, those another transaction holds or waits for right now (the
+    worker's claim: a user whose removals are being taken in is claimed once they are in).
+    Always empty on SQLite, where a claim never runs beside intake."""
+    if conn.dialect.name != "postgresql" or not keys:
+        return set()
+    by_lock = {_key(k) & 0xFFFFFFFF: k for k in keys}  # pg_locks shows the key as an oid
+    busy = conn.execute(_KEYS_IN_USE, {"space": _USER_LOCKS}).scalars()
+    return {by_lock[int(oid)] for oid in busy if int(oid) in by_lock}
+
+
+_KEYS_IN_USE = text(
+    "SELECT DISTINCT objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+    "AND classid = :space AND objsubid = 2 AND pid <> pg_backend_pid()"
+)
+
+
 def _key(name: str) -> int:
     digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=4).digest()
     return int.from_bytes(digest, "big", signed=True)

@@ -631,7 +631,7 @@ async def test_a_claimed_job_called_off_before_its_turn_is_not_sent(db, mapping,
     with db.begin() as conn:
         [removed] = accept_changes(conn, mapping, [_change(ChangeKind.removed, T0)], now=T0)
     worker = make_worker()
-    [claimed] = worker.drainer._claim()  # claimed, waiting for a free delivery slot
+    [claimed] = worker.drainer.claim()  # claimed, waiting for a free delivery slot
     with db.begin() as conn:
         accept_changes(
             conn, mapping, [_change(ChangeKind.added, T0 + timedelta(minutes=1))], now=T0

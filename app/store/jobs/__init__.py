@@ -12,10 +12,12 @@ joins the pending twin, retry/split/release fold a job into a twin queued meanwh
 requeue refuses while a twin is open. A re-grant's request to call off a running job is kept
 on the row (cancel_reason) and honoured by the transitions here, nowhere else.
 
-Intake's and operators' transitions are in orders.py, the worker's in transitions.py; reads.py
-reads; model.py names the states and rows.
+Intake's and operators' transitions are in orders.py, the worker's in claims.py (claim,
+lease, release) and transitions.py (outcomes); reads.py reads; model.py names the states and
+rows.
 """
 
+from app.store.jobs.claims import claim, drop_called_off, extend, release
 from app.store.jobs.model import (
     CANCELLED,
     DEAD,
@@ -47,13 +49,11 @@ from app.store.jobs.reads import (
 )
 from app.store.jobs.transitions import (
     Applied,
+    Completed,
     apply,
     bury,
-    claim,
     complete,
-    drop_called_off,
-    extend,
-    release,
+    complete_many,
     retry,
     split,
 )
@@ -71,6 +71,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Called",
+    "Completed",
     "Job",
     "JobKey",
     "JobState",
@@ -82,6 +83,7 @@ __all__ = [
     "cancel",
     "claim",
     "complete",
+    "complete_many",
     "drop_called_off",
     "enqueue",
     "extend",

@@ -1,15 +1,15 @@
 """The worker's transitions of the outbox's state machine (see app/store/jobs/__init__.py):
-claim, extend, drop what was called off, complete, and a failed call's retry, split or bury;
-release on a SQLite start."""
+complete (one call, or many calls in one write), and a failed call's retry, split or bury.
+Claims, their lease and release are in claims.py."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, case, insert, update
 
 from app.store.db import serialize_intake
 from app.store.jobs.model import (
@@ -23,71 +23,12 @@ from app.store.jobs.model import (
     Job,
     JobKey,
     JobState,
-    job_of,
 )
 from app.store.jobs.reads import pending_job_id
 from app.store.queue import Dead, Decision, Retry, Split
 from app.store.schema import attempts, jobs
 
 # -- the worker -----------------------------------------------------------------------------
-
-
-def claim(
-    conn: Connection, *, now: datetime, limit: int, worker_id: str, lease: timedelta
-) -> list[Job]:
-    """Take up to `limit` due jobs (and jobs whose claim lapsed) for this worker."""
-    # A lapsed claim that a re-grant called off ends here rather than being sent again.
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.state == RUNNING, jobs.c.lease_until < now, jobs.c.cancel_reason.is_not(None))
-        .values(state=CANCELLED, updated_at=now, last_message=jobs.c.cancel_reason)
-    )
-    due = or_(
-        and_(jobs.c.state == PENDING, jobs.c.next_attempt_at <= now),
-        and_(jobs.c.state == RUNNING, jobs.c.lease_until < now),
-    )
-    ids = [
-        int(r[0])
-        for r in conn.execute(
-            select(jobs.c.id)
-            .where(due)
-            .order_by(jobs.c.next_attempt_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ]
-    if not ids:
-        return []
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id.in_(ids))
-        .values(state=RUNNING, lease_until=now + lease, claimed_by=worker_id, updated_at=now)
-    )
-    rows = conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.id))
-    return [job_of(r) for r in rows]
-
-
-def extend(conn: Connection, ids: Sequence[int], worker_id: str, lease_until: datetime) -> int:
-    """Push back the lease of the jobs among `ids` this worker still holds; how many."""
-    done = conn.execute(
-        update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
-        .values(lease_until=lease_until)
-    )
-    return int(done.rowcount)
-
-
-def drop_called_off(
-    conn: Connection, called_off: Mapping[int, str], worker_id: str, now: datetime
-) -> None:
-    """Cancel claimed jobs a re-grant called off since the claim (reads.called_off), before
-    they are sent, each with the reason."""
-    for job_id, reason in called_off.items():
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.claimed_by == worker_id)
-            .values(state=CANCELLED, updated_at=now, last_message=reason, lease_until=None)
-        )
 
 
 def complete(
@@ -100,6 +41,54 @@ def complete(
     """COR confirmed the detach: done, with the workspaces COR still lists."""
     _record(conn, ids, attempt, AttemptOutcome.DONE)
     _settle(conn, ids, worker_id, attempt, DONE, remaining=remaining)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """One confirmed detach call, as `complete_many` records it."""
+
+    ids: Sequence[int]
+    attempt: Attempt
+    remaining: list[str]
+
+
+def complete_many(conn: Connection, worker_id: str, calls: Sequence[Completed]) -> None:
+    """Several confirmed calls, each as `complete` records it, in two statements (one
+    executemany each): the attempts, then the jobs."""
+    rows = [(i, call) for call in calls for i in call.ids]
+    if not rows:
+        return
+    conn.execute(
+        insert(attempts),
+        [{"job_id": i, "at": c.attempt.at, "outcome": AttemptOutcome.DONE,
+          "status": c.attempt.status, "code": c.attempt.code, "message": c.attempt.message,
+          "duration_ms": c.attempt.duration_ms} for i, c in rows],
+    )  # fmt: skip
+    query = (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("b_id"),
+            jobs.c.state == RUNNING,
+            jobs.c.claimed_by == worker_id,
+        )
+        .values(
+            state=DONE,
+            updated_at=bindparam("b_at", type_=jobs.c.updated_at.type),
+            attempts=jobs.c.attempts + 1,
+            lease_until=None,
+            claimed_by=None,
+            last_status=bindparam("b_status", type_=jobs.c.last_status.type),
+            last_code=bindparam("b_code", type_=jobs.c.last_code.type),
+            last_message=bindparam("b_message", type_=jobs.c.last_message.type),
+            remaining=bindparam("b_remaining", type_=jobs.c.remaining.type),
+        )
+    )
+    conn.execute(
+        query,
+        [{"b_id": i, "b_at": c.attempt.at, "b_status": c.attempt.status,
+          "b_code": c.attempt.code, "b_message": c.attempt.message,
+          "b_remaining": c.remaining} for i, c in rows],
+    )  # fmt: skip
 
 
 @dataclass
@@ -173,30 +162,6 @@ def bury(
 ) -> None:
     """Stop: a dead letter that says why (one called off meanwhile ends cancelled)."""
     _settle(conn, ids, worker_id, attempt, DEAD, message=reason)
-
-
-def release(conn: Connection, now: datetime) -> int:
-    """Put every running job back to pending (one process on SQLite: nobody else holds them);
-    how many. One whose detach is also pending folds into it; one called off ends cancelled."""
-    rows = conn.execute(select(jobs).where(jobs.c.state == RUNNING).order_by(jobs.c.id.desc()))
-    released = 0
-    kept: set[JobKey] = set()
-    for row in rows.all():
-        key = (row.cor_user_id, row.source, row.workspace)
-        twin = pending_job_id(conn, *key) is not None
-        if row.cancel_reason or twin or key in kept:
-            message = row.cancel_reason or "folded into another job for the same detach"
-            values: dict[str, Any] = {"state": CANCELLED, "last_message": message}
-        else:
-            kept.add(key)
-            values = {"state": PENDING}
-            released += 1
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == row.id)
-            .values(lease_until=None, claimed_by=None, updated_at=now, **values)
-        )
-    return released
 
 
 # -- inside the transitions -----------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The worker's feed: claimed groups waiting for a delivery place, and the claims it holds.
+
+The worker claims the next batch while the current one is in flight (app/delivery/worker.py),
+so its `concurrency` places never wait for a round to finish. What is claimed waits here:
+
+- A group is checked for jobs called off since the claim right before it is sent, a few
+  groups at a time (one read for the next `check_ahead` groups, not one per call).
+- A new claim's jobs join the waiting group of the same COR user and source instead of
+  making a call of their own (a job marked solo still travels alone).
+- `held` is every job claimed and not yet recorded: the lease keeper renews exactly these,
+  and the worker claims no more while it holds `max_held`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import groupby
+
+from app.store.jobs import Job
+
+
+def coalesce(jobs: list[Job]) -> list[list[Job]]:
+    """One group per (COR user, source); a job marked solo travels alone."""
+    groups: list[list[Job]] = []
+    key = lambda j: (j.cor_user_id, j.source)  # noqa: E731
+    for _, same_user in groupby(sorted(jobs, key=key), key=key):
+        together = []
+        for job in same_user:
+            if job.solo:
+                groups.append([job])
+            else:
+                together.append(job)
+        if together:
+            groups.append(together)
+    return groups
+
+
+Check = Callable[[list[list[Job]]], Awaitable[list[list[Job]]]]
+
+
+class Feed:
+    """Groups of claimed jobs, oldest first, taken by the worker's senders."""
+
+    def __init__(self, check: Check, check_ahead: int) -> None:
+        self._check = check
+        self._ahead = max(1, check_ahead)
+        self._unchecked: deque[list[Job]] = deque()
+        self._ready: deque[list[Job]] = deque()
+        self._waiting: dict[tuple[str, str], list[Job]] = {}  # unchecked, by user and source
+        self._checking = asyncio.Lock()
+        self._arrived = asyncio.Event()
+        self._moved = asyncio.Event()  # a group taken or a job recorded
+        self._closed = False
+        self.held: set[int] = set()
+
+    def put(self, groups: Iterable[list[Job]]) -> None:
+        """Claimed groups join the queue (or the waiting group of their COR user)."""
+        for group in groups:
+            self.held.update(j.id for j in group)
+            key = (group[0].cor_user_id, group[0].source)
+            solo = any(j.solo for j in group)
+            waiting = None if solo else self._waiting.get(key)
+            if waiting is not None:
+                waiting.extend(group)
+                continue
+            self._unchecked.append(group)
+            if not solo:
+                self._waiting[key] = group
+        self._arrived.set()
+
+    def close(self) -> None:
+        """Nothing more will be put: `take` returns None once the queue is empty."""
+        self._closed = True
+        self._arrived.set()
+
+    def waiting(self) -> int:
+        """Groups not yet taken."""
+        return len(self._unchecked) + len(self._ready)
+
+    def done(self, ids: Iterable[int]) -> None:
+        """These jobs are recorded (or their claim given up): no longer held."""
+        self.held.difference_update(ids)
+        self._moved.set()
+
+    async def moved(self) -> None:
+        """Until a group is taken or a job recorded."""
+        self._moved.clear()
+        await self._moved.wait()
+
+    async def take(self) -> list[Job] | None:
+        """The next group to send, checked; None when closed and empty."""
+        while True:
+            if self._ready:
+                self._moved.set()
+                return self._ready.popleft()
+            if self._unchecked:
+                async with self._checking:
+                    if not self._ready and self._unchecked:
+                        await self._check_next()
+                continue
+            if self._closed and not self._checking.locked():
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    async def _check_next(self) -> None:
+        chunk: list[list[Job]] = []
+        while self._unchecked and len(chunk) < self._ahead:
+            group = self._unchecked.popleft()
+            key = (group[0].cor_user_id, group[0].source)
+            if self._waiting.get(key) is group:
+                del self._waiting[key]
+            chunk.append(group)
+        ids = {j.id for g in chunk for j in g}
+        try:
+            kept = await self._check(chunk)
+        except BaseException:
+            self.done(ids)  # its claim given up: the lease lapses, the jobs go again
+            self._arrived.set()
+            raise
+        self.done(ids - {j.id for g in kept for j in g})  # called off: cancelled
+        self._ready.extend(kept)
+        self._arrived.set()  # senders waiting meanwhile take them

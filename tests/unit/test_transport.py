@@ -1,0 +1,133 @@
+"""The COR client's lean transport against a real HTTP/1.1 server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from app.http.transport import LeanTransport
+
+Reply = Callable[[int, bytes], Awaitable[bytes | None]]  # (request number, head) -> answer
+
+
+class Server:
+    """Answers each request with `reply(n, head)`; None means close the connection instead."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests = 0
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                self.requests += 1
+                answer = await self.reply(self.requests, head + body)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    head = [b"HTTP/1.1 200 OK", b"content-type: application/json", *extra]
+    return b"\r\n".join([*head, b"content-length: %d" % len(body), b"", body])
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Reply], Awaitable[Server]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(reply: Reply) -> Server:
+        server = Server(reply)
+        listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        servers.append(listening)
+        server.url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+        return server
+
+    yield start
+    for listening in servers:
+        listening.close()
+
+
+async def test_requests_share_one_kept_alive_connection_and_bodies_arrive(serve):
+    async def reply(n: int, request: bytes) -> bytes:
+        assert request.startswith(b"PUT /users/a%40b/detach HTTP/1.1\r\n")
+        assert b'{"workspaces":["WS-1"]}' in request.replace(b" ", b"")
+        return ok(b'{"n": %d}' % n)
+
+    server = await serve(reply)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
+        for n in (1, 2, 3):
+            url = server.url + "/users/a%40b/detach"
+            answer = await http.put(url, json={"workspaces": ["WS-1"]})
+            assert (answer.status_code, answer.json()) == (200, {"n": n})
+    assert server.connections == 1
+
+
+async def test_a_connection_the_server_closed_is_replaced_and_the_request_sent_again(serve):
+    async def reply(n: int, request: bytes) -> bytes | None:
+        return None if n == 2 else ok(b"{}")  # the second request finds the connection gone
+
+    server = await serve(reply)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
+        assert (await http.get(server.url + "/a")).status_code == 200
+        assert (await http.get(server.url + "/b")).status_code == 200
+    assert (server.connections, server.requests) == (2, 3)
+
+
+async def test_chunked_answers_and_connection_close_are_understood(serve):
+    async def reply(n: int, request: bytes) -> bytes:
+        chunked = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n"
+        return chunked + b"retry-after: 7\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+
+    server = await serve(reply)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
+        for _ in range(2):
+            answer = await http.get(server.url + "/x")
+            assert (answer.status_code, answer.text, answer.headers["retry-after"]) == (
+                503, "abc", "7",
+            )  # fmt: skip
+    assert server.connections == 2
+
+
+async def test_timeouts_and_refused_connections_are_httpx_errors(serve):
+    async def slow(n: int, request: bytes) -> bytes:
+        await asyncio.sleep(5)
+        return ok(b"{}")
+
+    server = await serve(slow)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=0.2) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url + "/slow")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{port}/nobody")
+
+
+async def test_garbage_from_the_server_is_a_protocol_error(serve):
+    async def garbage(n: int, request: bytes) -> bytes:
+        return b"this is not HTTP\r\n\r\n"
+
+    server = await serve(garbage)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(server.url + "/x")
