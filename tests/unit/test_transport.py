@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -131,3 +135,67 @@ async def test_garbage_from_the_server_is_a_protocol_error(serve):
     async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await http.get(server.url + "/x")
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (and its key), as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cor-bridge test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_https_verifies_the_servers_certificate(tmp_path: Path):
+    """COR is https: the transport speaks TLS, checks the certificate against the trusted
+    ones (and the address it names), and refuses a server it cannot verify."""
+    cert_file, key_file = _certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+    server = Server(lambda n, request: _answer(ok(b'{"tls": true}')))
+    listening = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v2/x"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert_file))
+        async with httpx.AsyncClient(transport=LeanTransport(verify=trusting), timeout=5) as http:
+            for _ in range(2):
+                answer = await http.get(url)
+                assert (answer.status_code, answer.json()) == (200, {"tls": True})
+        assert server.connections == 1  # kept alive over TLS too
+        async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(url)  # the default trust store does not know it
+    finally:
+        listening.close()
+
+
+async def _answer(reply: bytes) -> bytes:
+    return reply
