@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from app import __version__, health, metrics, ui
 from app.delivery.cor import ClientCredentials, CorClient
-from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker
+from app.drain.retry import RetryPolicy
 from app.errors import ConfigError, InputError
 from app.graph import webhook
 from app.graph.service import GraphService

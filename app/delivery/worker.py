@@ -1,8 +1,8 @@
 """The worker: claim -> coalesce -> detach -> apply, over the outbox, until stopped.
 
-A round claims due jobs (app/drain.py keeps the claim's lease alive), coalesces them into
+A round claims due jobs (app/drain/ keeps the claim's lease alive), coalesces them into
 one call per COR user, detaches, and applies what COR answered in one transition of the
-outbox (app/store/jobs): complete, or what app/delivery/retry.py decides of a failure
+outbox (app/store/jobs): complete, or what app/drain/retry.py decides of a failure
 (retry at, bury, split).
 """
 
@@ -21,8 +21,8 @@ from sqlalchemy import Connection
 from app import metrics
 from app.delivery.cor import CorClient, DetachResult
 from app.delivery.feed import Feed, coalesce
-from app.delivery.retry import RetryPolicy, decide
 from app.drain import Drained, Drainer, bug, utcnow
+from app.drain.retry import RetryPolicy, decide
 from app.errors import DeliveryError, PermanentError, RetryableError
 from app.rounds import Rounds
 from app.store import Database

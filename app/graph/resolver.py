@@ -24,8 +24,8 @@ import structlog
 from sqlalchemy import Connection
 
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange, UserRef
-from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
 from app.drain import Drained, Drainer, bug, utcnow
+from app.drain.retry import DEFAULT_RETRY, RetryPolicy
 from app.errors import DeliveryError
 from app.graph.config import Needs, mapping_needs
 from app.graph.directory import Directory
@@ -102,7 +102,7 @@ class Deferred:
 
 
 class Resolver(Drained):
-    """Drains the Graph inbox until cancelled; one per process (a Drainer, app/drain.py)."""
+    """Drains the Graph inbox until cancelled; one per process (a Drainer, app/drain/)."""
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import structlog
 
-from app.delivery.retry import RetryPolicy
+from app.drain.retry import RetryPolicy
 from app.graph.client import GraphClient
 from app.graph.config import credentials
 from app.graph.delta import DeltaPoller

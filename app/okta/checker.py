@@ -22,8 +22,8 @@ from sqlalchemy import Connection
 
 from app import metrics
 from app.changes import ChangeKind, GroupRef, IgnoredEvent, MembershipChange
-from app.delivery.retry import DEFAULT_RETRY, RetryPolicy
 from app.drain import Drained, Drainer, bug, utcnow
+from app.drain.retry import DEFAULT_RETRY, RetryPolicy
 from app.errors import DeliveryError
 from app.http import NotFoundError
 from app.okta.client import OktaClient
@@ -53,7 +53,7 @@ Failed = list[tuple[HeldChange, Answer | DeliveryError]]
 
 
 class OktaChecker(Drained):
-    """Drains held Okta changes until cancelled; one per process (a Drainer, app/drain.py)."""
+    """Drains held Okta changes until cancelled; one per process (a Drainer, app/drain/)."""
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import httpx
 import structlog
 
 from app import metrics
-from app.delivery.retry import RetryPolicy
+from app.drain.retry import RetryPolicy
 from app.errors import ConfigError
 from app.http import AuthHeaders, Tokens
 from app.okta import credentials

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.delivery.retry import RetryPolicy, next_attempt_at
+from app.drain.retry import RetryPolicy, next_attempt_at
 from app.errors import RetryableError
 
 CREATED = datetime(2026, 3, 3, 20, 0, tzinfo=UTC)

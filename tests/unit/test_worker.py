@@ -14,8 +14,8 @@ import pytest
 
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
 from app.delivery.cor import CorClient
-from app.delivery.retry import RetryPolicy
 from app.delivery.worker import Worker, coalesce
+from app.drain.retry import RetryPolicy
 from app.http import StaticToken
 from app.intake import accept_changes
 from app.mapping import Mapping

@@ -5,7 +5,7 @@ changes) each are a Drainer with their own claim, lease extension and work. A ro
 a batch under a short lease (BRIDGE_LEASE_SECONDS), and a lease keeper renews it every third
 of the lease while the batch is worked: a live replica's slow call is never taken over, and
 a killed replica's claims are free once their lease lapses. Work runs at most `concurrency`
-at a time (`each`). Retry and dead letters are the work's own (app/delivery/retry.py
+at a time (`each`). Retry and dead letters are the work's own (app/drain/retry.py
 decides, app/store/ applies), so are wake-ups: `wake` starts the next round now. The detach
 worker does not wait for a batch before the next claim: it uses `claim` and `keep` itself and
 keeps claimed groups in a feed (app/delivery/feed.py).
@@ -17,16 +17,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import structlog
 from sqlalchemy import Connection
 
-from app.delivery.retry import RetryPolicy, decide
+from app.drain.retry import RetryPolicy, decide
 from app.errors import DeliveryError, PermanentError
-from app.rounds import Rounds
+from app.rounds import Rounds, utcnow
 from app.store import Database
 from app.store.queue import Decision, WorkTable
 
@@ -34,11 +34,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def utcnow() -> datetime:
-    """Now, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 class Claim(Protocol[T]):
