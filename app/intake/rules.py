@@ -117,10 +117,8 @@ class Turn:
 
 def _decide(t: Turn) -> Outcome:
     if t.change.workspaces is not None:
-        return "queued", [
-            "operator asked to detach these workspaces",
-            *_queue(t, t.change.workspaces),
-        ]
+        asked = "operator asked to detach these workspaces"
+        return "queued", [asked, *_queue(t, t.change.workspaces)]
     if t.change.change is ChangeKind.added:
         return _grant(t, t.change)
     if t.change.change is ChangeKind.removed:
@@ -150,7 +148,7 @@ def _revoked_workspaces(
 def _grant(t: Turn, change: MembershipChange) -> Outcome:
     assert change.group is not None
     known = t.known(change)
-    if known is not None and _is_newer(known, change):
+    if _is_newer(known, change):
         return "superseded", [superseded_text(known)]
     t.remember(change, member=True)
     workspaces = t.mapping.workspaces_for(change.provider, change.group)
@@ -181,7 +179,7 @@ def _call_off(t: Turn, workspace: str, granted_at: datetime, reason: str) -> Lin
 def _revoke(t: Turn) -> Outcome:
     change = t.change
     known = t.known(change)
-    if known is not None and _is_newer(known, change):
+    if _is_newer(known, change):
         return "superseded", [superseded_text(known)]
     if known is not None and not known.member and change.provider == "entra":
         # Heard before by another path (a notification, then delta; or SCIM), with nothing
@@ -228,10 +226,8 @@ def _deactivate(t: Turn) -> Outcome:
         asked = f" ({ASKED[change.provider]})"
         left += [(g, asked) for g in change.member_of if g.id not in known]
     if not left:
-        nothing = (
-            "deactivated; the bridge knows of no group this user is still in: nothing to detach"
-        )
-        return "no_known_groups", [nothing]
+        nothing = "deactivated; the bridge knows of no group this user is still in"
+        return "no_known_groups", [f"{nothing}: nothing to detach"]
     workspaces: list[str] = []
     detail: Lines = []
     for group, asked in left:
