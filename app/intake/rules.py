@@ -128,10 +128,6 @@ def _decide(t: Turn) -> Outcome:
     return _deactivate(t)
 
 
-def _is_newer(known: Membership | None, change: MembershipChange) -> bool:
-    return known is not None and known.changed_at > change.occurred_at
-
-
 def _revoked_workspaces(
     mapping: Mapping, change: MembershipChange, known: Membership | None
 ) -> tuple[str, ...]:
@@ -148,7 +144,7 @@ def _revoked_workspaces(
 def _grant(t: Turn, change: MembershipChange) -> Outcome:
     assert change.group is not None
     known = t.known(change)
-    if _is_newer(known, change):
+    if known is not None and known.changed_at > change.occurred_at:
         return "superseded", [superseded_text(known)]
     t.remember(change, member=True)
     workspaces = t.mapping.workspaces_for(change.provider, change.group)
@@ -179,7 +175,7 @@ def _call_off(t: Turn, workspace: str, granted_at: datetime, reason: str) -> Lin
 def _revoke(t: Turn) -> Outcome:
     change = t.change
     known = t.known(change)
-    if _is_newer(known, change):
+    if known is not None and known.changed_at > change.occurred_at:
         return "superseded", [superseded_text(known)]
     if known is not None and not known.member and change.provider == "entra":
         # Heard before by another path (a notification, then delta; or SCIM), with nothing

@@ -1,5 +1,5 @@
 """The transitions intake and operators ask of the outbox: enqueue (joining a pending twin),
-join, cancel, requeue."""
+cancel, requeue. (Intake holds a stored job it joins in its state: app/store/intake.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, text, update
 
 from app.store.db import insert_ignoring_conflicts
 from app.store.jobs.model import CANCELLED, PENDING, RUNNING, Called, NewJob
@@ -45,14 +45,6 @@ def enqueue(conn: Connection, new: Sequence[NewJob]) -> list[tuple[int, bool]]:
             raise RuntimeError(f"the pending job of {key} went away while joining it")
         placed.append((twin, False))
     return placed
-
-
-def join(conn: Connection, job_id: int) -> bool:
-    """Whether a stored job is still pending, so a new removal may join it; if so its row
-    stays locked until the transaction ends (PostgreSQL; the claim skips locked rows, so it is
-    not taken meanwhile. SQLite's writer already excludes the claim)."""
-    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == PENDING)
-    return conn.execute(query.with_for_update()).first() is not None
 
 
 def cancel(conn: Connection, job_id: int, now: datetime, reason: str) -> Called | None:
