@@ -1,8 +1,10 @@
-"""accept_changes: a call's changes through the rules, oldest first, in one ledger.
+"""accept_changes: a call's changes through the rules, read and written in bulk, once.
 
-Takes intake's turn for the changes' users (lock_intake_keys), records each event (a
-duplicate is seen here), names the COR user (or says why it cannot: `unresolved`), runs the
-rules (rules.py) on each change and writes the ledger once.
+Takes intake's turn for the changes' users (lock_intake_keys), reads the snapshot of what
+the store knows of them (app/store/intake.py), decides on it (rules.py: no database) and
+applies the plan. Should a stored job the plan joins or calls off have moved on since the
+read (the worker claims and settles without the turn), the plan is not applied: the rules
+decide again on the states found, which the store holds until the commit.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from app.changes import IgnoredEvent, MembershipChange, UserRef
-from app.errors import ConfigError
-from app.intake.ledger import EventRef, Ledger
+from app.changes import IgnoredEvent, MembershipChange
 from app.intake.locks import intake_keys
-from app.intake.rules import Turn, decide
+from app.intake.rules import cor_user_id, decide
+from app.intake_plan import Act, Applied, Entry, JobLine, job_line
 from app.mapping import Mapping
 from app.store.db import lock_intake_keys
-from app.store.events import NewEvent
+from app.store.intake import apply_plan, read_snapshot
 
 
 @dataclass
@@ -51,63 +52,31 @@ def accept_changes(
     if not given:
         return []
     lock_intake_keys(conn, intake_keys(mapping, given))
-    cor_users = [_cor_user_id(mapping, item) for item in given]
-    ledger = Ledger(conn, given, {c for c in cor_users if isinstance(c, str)})
-    events: dict[int, EventRef | None] = {}
-    for index in sorted(range(len(given)), key=lambda i: (given[i].occurred_at, given[i].event_id)):
-        item, cor_user_id = given[index], cor_users[index]
-        event = events[index] = ledger.record(_new_event(item, now))
-        if event is None:
-            continue
-        if isinstance(item, IgnoredEvent):
-            event.decision, event.detail = "ignored", [item.reason]
-        elif isinstance(cor_user_id, ConfigError):
-            event.decision = "unresolved"
-            event.detail = [f"no COR user id: {cor_user_id.reason}"]
-        elif isinstance(cor_user_id, str):
-            event.cor_user_id = cor_user_id
-            turn = Turn(ledger, mapping, item, event, cor_user_id, now, delay)
-            event.decision, event.detail = decide(turn)
-            if item.note:
-                event.detail = [item.note, *event.detail]
-    ledger.flush()
-    return [_decision(item.event_id, events[i]) for i, item in enumerate(given)]
+    cor_users = {c for item in given if isinstance(c := cor_user_id(mapping, item), str)}
+    snapshot = read_snapshot(conn, given, cor_users)
+    for _ in range(2):
+        entries, plan = decide(snapshot, given, mapping, now, delay)
+        applied = apply_plan(conn, plan, now)
+        if isinstance(applied, Applied):
+            pairs = zip(given, entries, strict=True)
+            return [_decision(item.event_id, entry, applied) for item, entry in pairs]
+        # Held now in the states found: the second plan counts on no other stored job.
+        snapshot = snapshot.with_states(applied)
+    raise RuntimeError("intake's plan met stored jobs that moved while held")
 
 
-def _cor_user_id(
-    mapping: Mapping, item: MembershipChange | IgnoredEvent
-) -> str | ConfigError | None:
-    if isinstance(item, IgnoredEvent):
-        return None
-    try:
-        return item.cor_user_id or mapping.cor_user_id(item.provider, item.user)
-    except ConfigError as exc:
-        return exc
-
-
-def _decision(event_id: str, event: EventRef | None) -> Decision:
-    if event is None:
+def _decision(event_id: str, entry: Entry | None, applied: Applied) -> Decision:
+    if entry is None:
         return Decision(event_id, "duplicate", ["seen before"])
-    job_ids = [j.id for j in event.jobs if j.id is not None]
-    return Decision(event_id, event.decision, [str(d) for d in event.detail], job_ids)
+    detail = [line if isinstance(line, str) else _text(line, applied) for line in entry.lines]
+    jobs = [
+        applied.id_of(line.job)
+        for line in entry.lines
+        if isinstance(line, JobLine) and line.act in (Act.QUEUED, Act.JOINED)
+    ]
+    return Decision(event_id, entry.decision, detail, jobs)
 
 
-def _new_event(item: MembershipChange | IgnoredEvent, now: datetime) -> NewEvent:
-    user, group = item.user, item.group
-    is_change = isinstance(item, MembershipChange)
-    return NewEvent(
-        provider=item.provider,
-        source_event_id=item.event_id,
-        kind=item.change.value if isinstance(item, MembershipChange) else item.kind,
-        occurred_at=item.occurred_at,
-        received_at=now,
-        user_id=user.id if user else None,
-        user_login=_login(user) if user else None,
-        group_id=group.id if group else None,
-        group_name=group.name if group else None,
-        change=item.model_dump(mode="json") if is_change else None,
-    )
-
-
-def _login(user: UserRef) -> str | None:
-    return user.login or user.userName or user.email
+def _text(line: JobLine, applied: Applied) -> str:
+    cor_user, _, workspace = line.job.key
+    return job_line(applied.act_of(line), applied.id_of(line.job), workspace, cor_user, line.reason)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.changes import IgnoredEvent, MembershipChange
-from app.errors import ConfigError
+from app.intake.rules import cor_user_id
 from app.mapping import Mapping
 
 # Past this many keys a call takes the whole turn: every key is an entry in PostgreSQL's
@@ -33,9 +33,7 @@ def intake_keys(
             keys.add(f"event:{item.provider}:{item.event_id}")
             continue
         keys.add(f"idp:{item.provider}:{item.user.id}")
-        try:
-            cor_user_id = item.cor_user_id or mapping.cor_user_id(item.provider, item.user)
-        except ConfigError:
-            continue
-        keys.add(f"cor:{cor_user_id}")
+        cor_user = cor_user_id(mapping, item)
+        if isinstance(cor_user, str):
+            keys.add(f"cor:{cor_user}")
     return frozenset(keys) if len(keys) <= MAX_KEYS else None

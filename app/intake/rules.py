@@ -1,4 +1,4 @@
-"""The rules: what each membership change means for COR, decided in time order.
+"""The rules: what each membership change means for COR, decided in time order, on a snapshot.
 
 The rules, in the order they apply to each change (oldest `occurred_at` first):
 dedupe by (provider, source event id); ignore a change older than what is already
@@ -6,9 +6,11 @@ known for that (user, group), and a removal of someone already known to be out o
 group with nothing in between (whichever source said it first); look the group up in the
 mapping (unmapped: recorded, not sent); an `added` cancels pending detaches of the
 workspaces it grants; a `removed` keeps every workspace another current group of the user
-still grants and queues one job per (COR user, workspace) for the rest. They read and
-write the call's Ledger, which reads and writes the database in bulk; `accept.py` runs them
-over a call's changes.
+still grants and queues one job per (COR user, workspace) for the rest.
+
+`decide` is a pure function: a call's changes and the snapshot of what the store knows of
+their users (app/intake_plan.py) in, the call's plan out. accept.py reads the snapshot and
+applies the plan.
 """
 
 from __future__ import annotations
@@ -16,17 +18,69 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from app.changes import ChangeKind, GroupRef, MembershipChange
-from app.intake.ledger import EventRef, Ledger, Line, Queued
+from app.changes import ChangeKind, IgnoredEvent, MembershipChange
+from app.errors import ConfigError
+from app.intake.ledger import Ledger
+from app.intake.texts import (
+    ASKED,
+    already_out_text,
+    group_ref,
+    group_text,
+    membership_text,
+    ref_text,
+    superseded_text,
+)
+from app.intake_plan import Act, Entry, JobLine, Membership, Plan, Snapshot
 from app.mapping import Mapping
-from app.store.memberships import Membership
 
-Outcome = tuple[str, list[Any]]  # (decision, detail lines)
+Item = MembershipChange | IgnoredEvent
+Lines = list[str | JobLine]
+Outcome = tuple[str, Lines]  # (decision, detail lines)
 ALREADY_OUT = "already_out"
-# Who a `member_of` list came from, for the history: the IdP's own answer.
-ASKED = {"okta": "asked Okta", "entra": "asked Graph"}
+
+
+def decide(
+    snapshot: Snapshot,
+    items: Sequence[Item],
+    mapping: Mapping,
+    now: datetime,
+    delay: timedelta = timedelta(0),
+) -> tuple[list[Entry | None], Plan]:
+    """Every item through the rules, oldest first: the entry of each (None: seen before), in
+    input order, and the call's plan."""
+    ledger = Ledger(snapshot)
+    entries: list[Entry | None] = [None] * len(items)
+    for index in sorted(range(len(items)), key=lambda i: (items[i].occurred_at, items[i].event_id)):
+        item = items[index]
+        entry = entries[index] = ledger.record(item, now)
+        if entry is None:
+            continue
+        if isinstance(item, IgnoredEvent):
+            entry.decision, entry.lines = "ignored", [item.reason]
+            continue
+        cor_user = cor_user_id(mapping, item)
+        if isinstance(cor_user, ConfigError):
+            entry.decision = "unresolved"
+            entry.lines = [f"no COR user id: {cor_user.reason}"]
+            continue
+        assert cor_user is not None
+        entry.cor_user_id = cor_user
+        turn = Turn(ledger, mapping, item, entry, cor_user, now, delay)
+        entry.decision, entry.lines = _decide(turn)
+        if item.note:
+            entry.lines = [item.note, *entry.lines]
+    return entries, ledger.plan()
+
+
+def cor_user_id(mapping: Mapping, item: Item) -> str | ConfigError | None:
+    """The COR user an item is about; why not, when the mapping cannot name one."""
+    if isinstance(item, IgnoredEvent):
+        return None
+    try:
+        return item.cor_user_id or mapping.cor_user_id(item.provider, item.user)
+    except ConfigError as exc:
+        return exc
 
 
 @dataclass
@@ -36,7 +90,7 @@ class Turn:
     ledger: Ledger
     mapping: Mapping
     change: MembershipChange
-    event: EventRef
+    entry: Entry
     cor_user_id: str
     now: datetime
     delay: timedelta
@@ -61,12 +115,10 @@ class Turn:
         )
 
 
-def decide(t: Turn) -> Outcome:
+def _decide(t: Turn) -> Outcome:
     if t.change.workspaces is not None:
-        return "queued", [
-            "operator asked to detach these workspaces",
-            *_queue(t, t.change.workspaces),
-        ]
+        asked = "operator asked to detach these workspaces"
+        return "queued", [asked, *_queue(t, t.change.workspaces)]
     if t.change.change is ChangeKind.added:
         return _grant(t, t.change)
     if t.change.change is ChangeKind.removed:
@@ -74,10 +126,6 @@ def decide(t: Turn) -> Outcome:
     if t.change.change is ChangeKind.user_reactivated:
         return _reactivate(t)
     return _deactivate(t)
-
-
-def _is_newer(known: Membership | None, change: MembershipChange) -> bool:
-    return known is not None and known.changed_at > change.occurred_at
 
 
 def _revoked_workspaces(
@@ -88,7 +136,7 @@ def _revoked_workspaces(
     workspaces = mapping.workspaces_for(change.provider, change.group)
     if known is not None and known.member and known.group_name != change.group.name:
         # A renamed group still took away what it gave: match the old name too.
-        former = mapping.workspaces_for(change.provider, _group_ref(known))
+        former = mapping.workspaces_for(change.provider, group_ref(known))
         workspaces += tuple(w for w in former if w not in workspaces)
     return workspaces
 
@@ -96,51 +144,46 @@ def _revoked_workspaces(
 def _grant(t: Turn, change: MembershipChange) -> Outcome:
     assert change.group is not None
     known = t.known(change)
-    if known is not None and _is_newer(known, change):
-        return "superseded", [_superseded_text(known)]
+    if known is not None and known.changed_at > change.occurred_at:
+        return "superseded", [superseded_text(known)]
     t.remember(change, member=True)
     workspaces = t.mapping.workspaces_for(change.provider, change.group)
     if not workspaces:
-        return "unmapped", [f"{_group_text(change)} maps to no workspace"]
-    detail: list[Any] = []
-    reason = f"re-granted by {_group_text(change)} (event {change.event_id})"
+        return "unmapped", [f"{group_text(change)} maps to no workspace"]
+    detail: Lines = []
+    reason = f"re-granted by {group_text(change)} (event {change.event_id})"
     for workspace in workspaces:
         detail += _call_off(t, workspace, change.occurred_at, reason)
     if not detail:
-        detail.append(f"member of {_group_text(change)}; grants {', '.join(workspaces)}")
+        detail.append(f"member of {group_text(change)}; grants {', '.join(workspaces)}")
     return "granted", detail
 
 
-def _call_off(t: Turn, workspace: str, granted_at: datetime, reason: str) -> list[Any]:
+def _call_off(t: Turn, workspace: str, granted_at: datetime, reason: str) -> Lines:
     """Cancel the open detaches of `workspace` older than a grant seen at `granted_at`."""
     source = t.mapping.cor_source(t.change.provider)
-    detail: list[Any] = []
+    detail: Lines = []
     for job in t.ledger.open_jobs((t.cor_user_id, source, workspace)):
         if job.event_time > granted_at:
             # An add that happened before the removal (or deactivation) arrived late.
-            detail.append(Line("kept job {} ({}): its removal is newer", job, workspace))
+            detail.append(JobLine(Act.KEPT, job))
             continue
-        called_off = t.ledger.cancel(job, t.now, reason)
-        if called_off == "cancelled":
-            detail.append(Line("cancelled job {} ({}): {}", job, workspace, reason))
-        elif called_off == "asked":
-            text = "job {} ({}) is being delivered; it will not be retried"
-            detail.append(Line(text, job, workspace))
+        detail.append(JobLine(t.ledger.cancel(job, reason), job, reason))
     return detail
 
 
 def _revoke(t: Turn) -> Outcome:
     change = t.change
     known = t.known(change)
-    if known is not None and _is_newer(known, change):
-        return "superseded", [_superseded_text(known)]
+    if known is not None and known.changed_at > change.occurred_at:
+        return "superseded", [superseded_text(known)]
     if known is not None and not known.member and change.provider == "entra":
         # Heard before by another path (a notification, then delta; or SCIM), with nothing
         # heard in between. Okta needs no such rule: its copies share the event uuid. The
         # newer removal is remembered, so a join older than it that arrives late is
         # superseded rather than taken as current.
         t.remember(change, member=False)
-        detail: list[Any] = [_already_out_text(change, known)]
+        detail: Lines = [already_out_text(change, known)]
         if change.member_of is not None:
             # The IdP's answer is news all the same (see below).
             for workspace, by in _still_granted(t).items():
@@ -156,7 +199,7 @@ def _revoke(t: Turn) -> Outcome:
             detail += _call_off(t, workspace, change.occurred_at, f"still granted by {by}")
     workspaces = _revoked_workspaces(t.mapping, change, known)
     if not workspaces:
-        return "unmapped", [f"{_group_text(change)} maps to no workspace", *detail]
+        return "unmapped", [f"{group_text(change)} maps to no workspace", *detail]
     to_detach = []
     for workspace in workspaces:
         if workspace in still:
@@ -171,7 +214,7 @@ def _revoke(t: Turn) -> Outcome:
 def _deactivate(t: Turn) -> Outcome:
     change = t.change
     groups = t.ledger.user_groups(change.provider, change.user.id)
-    left = [(_group_ref(m), "") for m in groups if m.changed_at <= change.occurred_at]
+    left = [(group_ref(m), "") for m in groups if m.changed_at <= change.occurred_at]
     if change.member_of is not None:
         # The IdP's list of the user's groups now (Okta keeps a deactivated user's groups):
         # the ones the bridge never heard of are left too.
@@ -179,16 +222,14 @@ def _deactivate(t: Turn) -> Outcome:
         asked = f" ({ASKED[change.provider]})"
         left += [(g, asked) for g in change.member_of if g.id not in known]
     if not left:
-        nothing = (
-            "deactivated; the bridge knows of no group this user is still in: nothing to detach"
-        )
-        return "no_known_groups", [nothing]
+        nothing = "deactivated; the bridge knows of no group this user is still in"
+        return "no_known_groups", [f"{nothing}: nothing to detach"]
     workspaces: list[str] = []
-    detail: list[Any] = []
+    detail: Lines = []
     for group, asked in left:
         t.remember(change.model_copy(update={"group": group}), member=False)
         granted = t.mapping.workspaces_for(change.provider, group)
-        detail.append(f"left {_ref_text(change.provider, group)} by deactivation{asked}")
+        detail.append(f"left {ref_text(change.provider, group)} by deactivation{asked}")
         workspaces += [w for w in granted if w not in workspaces]
     if not workspaces:
         detail.append("none of the user's groups maps to a workspace")
@@ -201,8 +242,7 @@ def _reactivate(t: Turn) -> Outcome:
     latest deactivation closed (not groups left since): each as an add, which also cancels
     a detach of theirs still waiting. COR access is not restored; that is not ours to do."""
     change = t.change
-    kind = ChangeKind.user_deactivated.value
-    deactivated = t.ledger.last_time_of(change.provider, change.user.id, kind, change.occurred_at)
+    deactivated = t.ledger.last_deactivation(change.provider, change.user.id, change.occurred_at)
     closed = [
         m
         for m in t.ledger.pairs(change.provider, change.user.id)
@@ -211,23 +251,22 @@ def _reactivate(t: Turn) -> Outcome:
     if not closed:
         nothing = "reactivated; the bridge knows of no group a deactivation took: nothing to rejoin"
         return "no_known_groups", [nothing]
-    detail: list[Any] = []
+    detail: Lines = []
     for m in closed:
-        rejoin = change.model_copy(update={"change": ChangeKind.added, "group": _group_ref(m)})
+        rejoin = change.model_copy(update={"change": ChangeKind.added, "group": group_ref(m)})
         _, granted = _grant(t, rejoin)
-        detail.append(f"rejoined {_membership_text(change.provider, m)}")
+        detail.append(f"rejoined {membership_text(change.provider, m)}")
         detail += granted
     return "granted", detail
 
 
-def _queue(t: Turn, workspaces: Sequence[str]) -> list[Any]:
+def _queue(t: Turn, workspaces: Sequence[str]) -> Lines:
     source = t.mapping.cor_source(t.change.provider)
-    lines: list[Any] = []
+    lines: Lines = []
     for workspace in workspaces:
         key = (t.cor_user_id, source, workspace)
-        job, created = t.ledger.enqueue(key, t.event, t.now, t.now + t.delay)
-        lines.append(Queued(job, created, workspace, t.cor_user_id))
-        t.event.jobs.append(job)
+        job, act = t.ledger.enqueue(key, t.entry, t.now, t.now + t.delay)
+        lines.append(JobLine(act, job))
     return lines
 
 
@@ -243,43 +282,12 @@ def _still_granted(t: Turn) -> dict[str, str]:
             if group.id == change.group.id:
                 continue
             for workspace in t.mapping.workspaces_for(change.provider, group):
-                asked = f"{_ref_text(change.provider, group)} ({ASKED[change.provider]})"
+                asked = f"{ref_text(change.provider, group)} ({ASKED[change.provider]})"
                 kept.setdefault(workspace, asked)
         return kept
     for m in t.ledger.user_groups(change.provider, change.user.id):
         if m.group_id == change.group.id:
             continue
-        for workspace in t.mapping.workspaces_for(change.provider, _group_ref(m)):
-            kept.setdefault(workspace, _membership_text(change.provider, m))
+        for workspace in t.mapping.workspaces_for(change.provider, group_ref(m)):
+            kept.setdefault(workspace, membership_text(change.provider, m))
     return kept
-
-
-def _group_ref(m: Membership) -> GroupRef:
-    return GroupRef(id=m.group_id, name=m.group_name)
-
-
-def _group_text(change: MembershipChange) -> str:
-    assert change.group is not None
-    name = f" ({change.group.name})" if change.group.name else ""
-    return f"{change.provider} group {change.group.id}{name}"
-
-
-def _membership_text(provider: str, m: Membership) -> str:
-    return _ref_text(provider, _group_ref(m))
-
-
-def _ref_text(provider: str, group: GroupRef) -> str:
-    name = f" ({group.name})" if group.name else ""
-    return f"{provider} group {group.id}{name}"
-
-
-def _superseded_text(newer: Membership) -> str:
-    state = "member" if newer.member else "not a member"
-    return f"older than what is known: {state} since {newer.changed_at.isoformat()}"
-
-
-def _already_out_text(change: MembershipChange, known: Membership) -> str:
-    when = known.changed_at.isoformat()
-    return (
-        f"already out of {_group_text(change)} since {when}, with no join since: nothing more to do"
-    )

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, func, or_, select
 
+# NewEvent, what intake records, lives with the plan (app/intake_plan.py); re-exported here.
+from app.intake_plan import NewEvent as NewEvent
+from app.intake_plan import job_line, with_job_lines
 from app.store.bulk import insert_rows
 from app.store.db import chunked
-from app.store.schema import events
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event about to be recorded, with what intake decided for it."""
-
-    provider: str
-    source_event_id: str
-    kind: str
-    occurred_at: datetime
-    received_at: datetime
-    user_id: str | None = None
-    user_login: str | None = None
-    group_id: str | None = None
-    group_name: str | None = None
-    change: dict[str, Any] | None = None
-    decision: str = "received"
-    detail: list[str] = field(default_factory=list)
-    cor_user_id: str | None = None
+from app.store.schema import event_jobs, events, jobs
 
 
 def seen_events(conn: Connection, provider: str, source_event_ids: Collection[str]) -> set[str]:
@@ -66,30 +50,6 @@ def _event_values(new: NewEvent) -> tuple[Any, ...]:
     return tuple(getattr(new, name) for name in _EVENT_COLUMNS)
 
 
-def set_details(conn: Connection, details: Mapping[int, list[str]]) -> None:
-    """Overwrite the detail of these events (by row id): the ids of jobs written after them."""
-    if details:
-        conn.execute(_SET_DETAIL, [{"b_id": i, "detail": d} for i, d in details.items()])
-
-
-_SET_DETAIL = update(events).where(events.c.id == bindparam("b_id"))
-
-
-def last_time_of(
-    conn: Connection, provider: str, user_id: str, kind: str, until: datetime
-) -> datetime | None:
-    """When the latest event of `kind` about this IdP user happened, up to `until`."""
-    found = conn.execute(
-        select(func.max(events.c.occurred_at)).where(
-            events.c.provider == provider,
-            events.c.user_id == user_id,
-            events.c.kind == kind,
-            events.c.occurred_at <= until,
-        )
-    ).scalar()
-    return found if isinstance(found, datetime) else None
-
-
 def idp_user_ids(conn: Connection, provider: str, cor_user_id: str) -> list[str]:
     """The IdP user ids of `provider` whose events resolved to this COR user."""
     rows = conn.execute(
@@ -119,7 +79,29 @@ def list_user_events(conn: Connection, user: str, limit: int = 500) -> list[dict
         .order_by(events.c.occurred_at.desc(), events.c.id.desc())
         .limit(limit)
     ).mappings()
-    return [dict(r) for r in reversed(list(rows))]
+    found = [dict(r) for r in reversed(list(rows))]
+    lines = job_lines(conn, [e["id"] for e in found])
+    for e in found:
+        if e["id"] in lines:
+            e["detail"] = with_job_lines(e["detail"], lines[e["id"]])
+    return found
+
+
+def job_lines(conn: Connection, event_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+    """The job lines of these events (event id -> [(place in its detail, line)]), rendered
+    with the jobs' ids from the event_jobs links."""
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    link = event_jobs.c
+    columns = (link.event_id, link.line, link.job_id, link.act, link.reason, jobs.c.workspace)
+    for chunk in chunked(sorted(event_ids)):
+        query = (
+            select(*columns, jobs.c.cor_user_id)
+            .select_from(event_jobs.join(jobs, jobs.c.id == link.job_id))
+            .where(link.event_id.in_(chunk))
+        )
+        for event_id, at, job_id, act, reason, workspace, cor_user_id in conn.execute(query):
+            found[event_id].append((at, job_line(act, job_id, workspace, cor_user_id, reason)))
+    return found
 
 
 def count_events(conn: Connection) -> dict[str, int]:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+# Membership, what intake plans with, lives with the plan (app/intake_plan.py); re-exported.
+from app.intake_plan import Membership as Membership
 from app.store.bulk import insert_rows
 from app.store.db import chunked
 from app.store.schema import memberships
-
-
-@dataclass(frozen=True)
-class Membership:
-    """One (user, group) pair and whether the user is in it."""
-
-    provider: str
-    user_id: str
-    group_id: str
-    group_name: str | None
-    member: bool
-    changed_at: datetime
-    user: dict[str, Any]
 
 
 def _from_row(row: Any) -> Membership:

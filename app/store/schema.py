@@ -123,6 +123,19 @@ attempts = Table(
 )
 Index("ix_attempts_job", attempts.c.job_id)
 
+# What each event did to each job it names (queued, joined, cancelled, asked, kept), and at
+# which line of the event's detail: the history renders these lines, with the job's id, when
+# it is read (app/intake_plan.py). Events before revision 0004 have their lines in `detail`.
+event_jobs = Table(
+    "event_jobs",
+    metadata,
+    Column("event_id", Integer, ForeignKey("events.id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("act", Str(16), nullable=False),
+    Column("reason", Txt),
+)
+
 # The SCIM server's resources: what Entra ID or Okta provisioned, and group memberships.
 scim_users = Table(
     "scim_users",

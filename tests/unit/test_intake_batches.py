@@ -1,4 +1,4 @@
-"""Intake decides a call's changes in memory and writes them at the end (app/intake/ledger.py):
+"""Intake decides a call's changes on a snapshot and writes them at the end (app/intake/):
 a call of many changes must come out exactly as the same changes one call each, in time order.
 The same decisions and details, the same rows, the same job ids."""
 
@@ -16,13 +16,9 @@ from sqlalchemy import event, select
 
 from app.changes import ChangeKind, GroupRef, MembershipChange, UserRef
 from app.intake import Decision, accept_changes
-from app.intake.ledger import Ledger
 from app.mapping import Mapping, parse_mapping
 from app.store import Database
-from app.store import events as event_store
 from app.store import jobs as job_store
-from app.store.events import NewEvent
-from app.store.jobs import NewJob
 from app.store.schema import events, jobs, memberships
 from tests.conftest import MAPPING
 from tests.examples import examples
@@ -115,58 +111,6 @@ def test_a_call_of_many_changes_is_the_same_as_one_call_each(calls: list[list[An
         finally:
             together.dispose()
             apart.dispose()
-
-
-def test_a_detach_that_became_pending_meanwhile_is_joined(db: Database, mapping: Mapping):
-    """Should a detach become pending between the ledger's read and its write (the worker
-    takes intake's turn to do so, but nothing else enforces it), the new job joins it (one
-    pending job per detach) and the decision says so."""
-    removal = MembershipChange(
-        provider="okta",
-        event_id="rm-1",
-        occurred_at=T0,
-        change=ChangeKind.removed,
-        user=OKTA_USERS[0],
-        group=OKTA_GROUPS[2],
-    )
-    with db.begin() as conn:
-        ledger = Ledger(conn, [removal], {"jane@acme.example"})
-        event = ledger.record(NewEvent("okta", "rm-1", "removed", T0, NOW))
-        assert event is not None
-        key = ("jane@acme.example", "OKTA", "WS-FIN")
-        job, created = ledger.enqueue(key, event, NOW, NOW)
-        assert created
-        # Meanwhile (here: in the same transaction) the detach becomes pending.
-        [other] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
-        [(twin, _)] = job_store.enqueue(conn, [NewJob(*key, "okta", other, NOW, NOW)])
-        ledger.flush()
-        assert (job.id, job.created) == (twin, False)
-        rows = job_store.get_jobs(conn, job_store.select_job_ids(conn))
-    assert [(r["id"], r["state"]) for r in rows] == [(twin, "pending")]
-
-
-def test_a_removal_does_not_join_a_job_the_worker_claimed_meanwhile(db: Database, mapping: Mapping):
-    """The ledger read the job as pending; the worker claimed it before a later change of the
-    call wanted to join it. Joining would hang this removal on a try already under way (and
-    lose it if that try was the last): it gets a pending job of its own."""
-    key = ("jane@acme.example", "OKTA", "WS-FIN")
-    with db.begin() as conn:
-        [old] = event_store.record_events(conn, [NewEvent("okta", "rm-0", "removed", T0, NOW)])
-        [(stored, _)] = job_store.enqueue(conn, [NewJob(*key, "okta", old, NOW, NOW)])
-    with db.begin() as conn:
-        ledger = Ledger(conn, [], {"jane@acme.example"})
-        event = ledger.record(NewEvent("okta", "rm-1", "removed", T0, NOW))
-        assert event is not None
-        # Meanwhile (here: in the same transaction) the worker claims the stored job.
-        claimed = job_store.claim(
-            conn, now=NOW, limit=10, worker_id="w", lease=timedelta(minutes=2)
-        )
-        assert [j.id for j in claimed] == [stored]
-        job, created = ledger.enqueue(key, event, NOW, NOW)
-        ledger.flush()
-        assert created and job.id != stored
-        rows = job_store.get_jobs(conn, job_store.select_job_ids(conn))
-    assert sorted((r["id"], r["state"]) for r in rows) == [(stored, "running"), (job.id, "pending")]
 
 
 @pytest.mark.parametrize("arrival", ["remove first", "add first"])

@@ -28,7 +28,7 @@ def migrated(url: str) -> Database:
 
 
 # Tables and indexes of later revisions, which the bridge before Alembic never made.
-LATER_TABLES = {"held_changes", "directory_state", "admin_sessions"}
+LATER_TABLES = {"held_changes", "directory_state", "admin_sessions", "event_jobs"}
 LATER_INDEXES = {"ix_memberships_group"}
 
 

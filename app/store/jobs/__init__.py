@@ -36,7 +36,7 @@ from app.store.jobs.model import (
     NewJob,
     OpenJob,
 )
-from app.store.jobs.orders import cancel, enqueue, join, requeue
+from app.store.jobs.orders import cancel, enqueue, requeue
 from app.store.jobs.reads import (
     called_off,
     get_attempts,
@@ -89,7 +89,6 @@ __all__ = [
     "extend",
     "get_attempts",
     "get_jobs",
-    "join",
     "open_jobs_of",
     "open_twin",
     "pending_job_id",

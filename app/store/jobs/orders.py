@@ -1,5 +1,5 @@
 """The transitions intake and operators ask of the outbox: enqueue (joining a pending twin),
-join, cancel, requeue."""
+cancel, requeue. (Intake holds a stored job it joins in its state: app/store/intake.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, update
 
 from app.store.bulk import insert_rows
 from app.store.jobs.model import CANCELLED, PENDING, RUNNING, Called, NewJob
@@ -50,14 +50,6 @@ _COLUMNS = (
 )  # fmt: skip
 # uq_jobs_pending: a pending detach that is pending already is not written (it is joined).
 _JOIN_PENDING = "ON CONFLICT (cor_user_id, source, workspace) WHERE state = 'pending' DO NOTHING"
-
-
-def join(conn: Connection, job_id: int) -> bool:
-    """Whether a stored job is still pending, so a new removal may join it; if so its row
-    stays locked until the transaction ends (PostgreSQL; the claim skips locked rows, so it is
-    not taken meanwhile. SQLite's writer already excludes the claim)."""
-    query = select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == PENDING)
-    return conn.execute(query.with_for_update()).first() is not None
 
 
 def cancel(conn: Connection, job_id: int, now: datetime, reason: str) -> Called | None:
