@@ -22,7 +22,7 @@ from app.errors import ConfigError, InputError
 from app.graph import webhook
 from app.graph.service import GraphService
 from app.http import StaticToken, Tokens
-from app.http.transport import LeanTransport
+from app.http.transport import cor_transport as lean_transport
 from app.logs import RequestContext
 from app.mapping_reload import MappingHolder, load_checked_mapping
 from app.okta.service import OktaDirectory
@@ -75,7 +75,8 @@ def create_app(
             # Loading the SCIM schemas takes ~0.1 s: at start, not in the first IdP request.
             await asyncio.to_thread(scim.scim_service)
         timeout = httpx.Timeout(settings.cor_timeout_seconds, connect=5.0)
-        transport = cor_transport or LeanTransport()  # the default's CPU per call bounds the drain
+        # httpx's default transport's CPU per call bounded the drain (app/http/transport.py).
+        transport = cor_transport or lean_transport(settings.cor_api_url)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))
             cor = CorClient(http, settings.cor_api_url, token_source(settings, http))

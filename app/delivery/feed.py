@@ -4,16 +4,20 @@ The worker claims the next batch while the current one is in flight (app/deliver
 so its `concurrency` places never wait for a round to finish. What is claimed waits here:
 
 - A group is checked for jobs called off since the claim right before it is sent, a few
-  groups at a time (one read for the next `check_ahead` groups, not one per call).
+  groups at a time (one read for the next `check_ahead` groups, not one per call). A checked
+  group that waited more than FRESH_SECONDS for a place (a slow COR) is checked again, so a
+  re-grant taken in meanwhile still calls it off.
 - A new claim's jobs join the waiting group of the same COR user and source instead of
   making a call of their own (a job marked solo still travels alone).
 - `held` is every job claimed and not yet recorded: the lease keeper renews exactly these,
-  and the worker claims no more while it holds `max_held`.
+  and the worker claims no more while it holds `max_held`. A job claimed again while held
+  (its lease lapsed during a database outage) is not fed twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import groupby
@@ -38,6 +42,7 @@ def coalesce(jobs: list[Job]) -> list[list[Job]]:
 
 
 Check = Callable[[list[list[Job]]], Awaitable[list[list[Job]]]]
+FRESH_SECONDS = 0.05  # how long a check stands for a group waiting for a delivery place
 
 
 class Feed:
@@ -47,7 +52,7 @@ class Feed:
         self._check = check
         self._ahead = max(1, check_ahead)
         self._unchecked: deque[list[Job]] = deque()
-        self._ready: deque[list[Job]] = deque()
+        self._ready: deque[tuple[float, list[Job]]] = deque()  # (checked at, group)
         self._waiting: dict[tuple[str, str], list[Job]] = {}  # unchecked, by user and source
         self._checking = asyncio.Lock()
         self._arrived = asyncio.Event()
@@ -57,7 +62,10 @@ class Feed:
 
     def put(self, groups: Iterable[list[Job]]) -> None:
         """Claimed groups join the queue (or the waiting group of their COR user)."""
-        for group in groups:
+        for claimed in groups:
+            group = [j for j in claimed if j.id not in self.held]  # not fed twice
+            if not group:
+                continue
             self.held.update(j.id for j in group)
             key = (group[0].cor_user_id, group[0].source)
             solo = any(j.solo for j in group)
@@ -93,8 +101,15 @@ class Feed:
         """The next group to send, checked; None when closed and empty."""
         while True:
             if self._ready:
-                self._moved.set()
-                return self._ready.popleft()
+                checked_at, group = self._ready[0]
+                if time.monotonic() - checked_at <= FRESH_SECONDS:
+                    self._ready.popleft()
+                    self._moved.set()
+                    return group
+                # Checked too long ago: every waiting group is checked again, in order.
+                self._unchecked.extendleft(g for _, g in reversed(self._ready))
+                self._ready.clear()
+                continue
             if self._unchecked:
                 async with self._checking:
                     if not self._ready and self._unchecked:
@@ -121,5 +136,6 @@ class Feed:
             self._arrived.set()
             raise
         self.done(ids - {j.id for g in kept for j in g})  # called off: cancelled
-        self._ready.extend(kept)
+        checked_at = time.monotonic()
+        self._ready.extend((checked_at, g) for g in kept)
         self._arrived.set()  # senders waiting meanwhile take them

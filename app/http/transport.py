@@ -6,17 +6,20 @@ it polls every pooled connection's socket before each request and writes the req
 headers and body in separate sends. This one keeps the httpx API (an `AsyncClient` takes it
 as `transport=`; timeouts, errors and responses are httpx's) and does per request one write,
 one or a few reads, and no poll: a connection the server closed is seen by the stream (EOF)
-before it is reused, and a request that fails on a reused connection before any byte of the
-answer came is sent once more on a fresh one (what httpcore does too).
+before it is reused.
 
-Only what the bridge's clients need: http and https origins, no proxies of its own (httpx
-mounts the environment's proxies beside it), no HTTP/2, bodies read whole.
+Only what the bridge's clients need: http and https origins, no HTTP/2, bodies read whole,
+no proxies: httpx uses the environment's proxies only with its own transport, so
+`cor_transport` gives this one only when no proxy applies to COR's address. A request whose
+reused connection ends before any byte of the answer is sent once more on a fresh one
+(httpcore reports it instead): the COR calls are idempotent (a detach, a token).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -188,3 +191,15 @@ class _Mapped:
             raise self._timeout(f"{type(exc).__name__}") from exc
         if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
             raise self._error(f"{type(exc).__name__}: {exc}") from exc
+
+
+def cor_transport(url: str) -> httpx.AsyncBaseTransport | None:
+    """The lean transport for `url`, or None (httpx's own, which mounts the environment's
+    proxies: HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) when a proxy applies to its host."""
+    proxies = urllib.request.getproxies()
+    host = httpx.URL(url).host
+    if any(p in proxies for p in ("http", "https", "all")) and not urllib.request.proxy_bypass(
+        host
+    ):
+        return None
+    return LeanTransport()

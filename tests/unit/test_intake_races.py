@@ -141,9 +141,7 @@ def test_a_re_grant_says_nothing_of_a_job_delivered_meanwhile(monkeypatch, db, m
 
     regrant = change(ChangeKind.added, "add-1", 1)
     decision = accept_with(monkeypatch, db, mapping, regrant, delivered)
-    assert decision.detail == [
-        "member of okta group 00g9fin0l5wuTxmoIC0h (finance); grants WS-FIN"
-    ]
+    assert decision.detail == ["member of okta group 00g9fin0l5wuTxmoIC0h (finance); grants WS-FIN"]
     assert states(db) == [(stored, "done")]
 
 

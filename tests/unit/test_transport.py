@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.http.transport import LeanTransport
+from app.http.transport import LeanTransport, cor_transport
 
 Reply = Callable[[int, bytes], Awaitable[bytes | None]]  # (request number, head) -> answer
 
@@ -199,3 +199,16 @@ async def test_https_verifies_the_servers_certificate(tmp_path: Path):
 
 async def _answer(reply: bytes) -> bytes:
     return reply
+
+
+def test_a_proxy_in_the_environment_keeps_httpx_own_transport(monkeypatch):
+    """httpx mounts HTTP(S)_PROXY only on its own transport: with a proxy for COR's host the
+    lean one is not used; NO_PROXY naming the host, or no proxy at all, it is."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert isinstance(cor_transport("https://api.cor.example/v2"), LeanTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert cor_transport("https://api.cor.example/v2") is None
+    monkeypatch.setenv("NO_PROXY", "api.cor.example")
+    assert isinstance(cor_transport("https://api.cor.example/v2"), LeanTransport)

@@ -1,0 +1,64 @@
+"""The worker's feed: a checked group that waits too long for a place is checked again, and a
+job claimed again while held is not fed twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.delivery import feed as feed_module
+from app.delivery.feed import Feed
+from app.store.jobs import Job
+from tests.unit.test_worker import T0
+
+
+def job(i: int, user: str) -> Job:
+    return Job(i, user, "OKTA", f"WS-{i}", "okta", 1, "running", 0, False, T0, T0)
+
+
+class Checker:
+    """Calls nothing off until told to; counts what it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[int]] = []
+        self.called_off: set[int] = set()
+
+    async def __call__(self, groups: list[list[Job]]) -> list[list[Job]]:
+        self.asked.append([j.id for g in groups for j in g])
+        kept = ([j for j in g if j.id not in self.called_off] for g in groups)
+        return [g for g in kept if g]
+
+
+async def test_a_group_checked_too_long_ago_is_checked_again_before_it_is_sent(monkeypatch):
+    monkeypatch.setattr(feed_module, "FRESH_SECONDS", 0.05)
+    check = Checker()
+    feed = Feed(check, check_ahead=8)
+    feed.put([[job(1, "ann")], [job(2, "bob")]])
+    first = await feed.take()
+    assert first is not None and [j.id for j in first] == [1]
+    assert check.asked == [[1, 2]]  # both checked at once; bob waits for a place
+    check.called_off.add(2)  # a re-grant of bob's workspace is taken in meanwhile
+    await asyncio.sleep(0.1)
+    feed.close()
+    assert await feed.take() is None  # checked again: called off, not sent
+    assert check.asked == [[1, 2], [2]]
+    assert feed.held == {1}  # bob's job is no longer held (it ends cancelled)
+
+
+async def test_a_fresh_check_is_not_repeated():
+    check = Checker()
+    feed = Feed(check, check_ahead=8)
+    feed.put([[job(1, "ann")], [job(2, "bob")]])
+    assert [[j.id for j in (await feed.take()) or []] for _ in range(2)] == [[1], [2]]
+    assert check.asked == [[1, 2]]
+
+
+async def test_a_job_claimed_again_while_held_is_not_fed_twice():
+    check = Checker()
+    feed = Feed(check, check_ahead=8)
+    feed.put([[job(1, "ann")]])
+    feed.put([[job(1, "ann"), job(3, "ann")]])  # its lease lapsed; the same worker took it again
+    feed.close()
+    sent = []
+    while (group := await feed.take()) is not None:
+        sent += [j.id for j in group]
+    assert sorted(sent) == [1, 3]
