@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,15 +15,8 @@ from app.store.jobs.claims import HOLD_IN_INTAKE, intake_key
 from tests.unit.test_worker import T0, enqueue, removal
 
 LEASE = timedelta(seconds=15)
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[Database]:
-    """PostgreSQL only: on SQLite's one writer a claim never runs beside intake."""
-    database = Database(postgres_url)
-    database.migrate()
-    yield database
-    database.dispose()
+# PostgreSQL only: on SQLite's one writer a claim never runs beside intake.
+ON_POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
 def claim(db: Database, now=T0) -> set[str]:
@@ -40,8 +32,8 @@ def test_the_claims_key_of_a_cor_user_is_the_one_intake_locks(mapping):
     assert intake_key("jane@acme.example") in keys
 
 
-def test_a_user_in_intake_is_claimed_once_intake_commits(pg: Database):
-    db = pg
+@ON_POSTGRESQL
+def test_a_user_in_intake_is_claimed_once_intake_commits(db: Database):
     enqueue(db, "jane", "WS-ENG", "WS-FIN")
     enqueue(db, "bob", "WS-ENG")
     with db.begin() as intake:  # another transaction taking in more removals of jane
@@ -50,8 +42,8 @@ def test_a_user_in_intake_is_claimed_once_intake_commits(pg: Database):
     assert claim(db) == {"jane"}
 
 
-def test_a_user_under_constant_intake_is_not_held_back_for_ever(pg: Database):
-    db = pg
+@ON_POSTGRESQL
+def test_a_user_under_constant_intake_is_not_held_back_for_ever(db: Database):
     enqueue(db, "jane", "WS-ENG")
     with db.begin() as intake:
         lock_intake_keys(intake, {intake_key("jane")})
