@@ -155,8 +155,29 @@ def test_a_re_grant_cancels_a_job_still_pending(db, mapping):
     assert states(db) == [(stored, "cancelled")]
 
 
-def _new_job(conn: Connection) -> job_store.NewJob:
+def _new_job(conn: Connection, event_id: str = "rm-0") -> job_store.NewJob:
     [event] = event_store.record_events(
-        conn, [event_store.NewEvent("okta", "rm-0", "removed", T0, NOW)]
+        conn, [event_store.NewEvent("okta", event_id, "removed", T0, NOW)]
     )
     return job_store.NewJob(*KEY, "okta", event, NOW, NOW)
+
+
+def test_a_detach_whose_pending_twin_is_claimed_during_the_join_is_written(monkeypatch, db):
+    """The insert met a pending twin, and the worker claimed it before the look-up that
+    joins it (PostgreSQL, read committed; here in one transaction on both engines): the
+    detach is written as a job of its own, not failed."""
+    import app.store.jobs.orders as orders
+
+    with db.begin() as conn:
+        [(twin, created)] = job_store.enqueue(conn, [_new_job(conn)])
+    look_up = orders.pending_job_id
+
+    def claimed_first(conn: Connection, *key: str) -> int | None:
+        claim(conn)
+        return look_up(conn, *key)
+
+    monkeypatch.setattr(orders, "pending_job_id", claimed_first)
+    with db.begin() as conn:
+        [(new, created)] = job_store.enqueue(conn, [_new_job(conn, "rm-1")])
+    assert created and new != twin
+    assert states(db) == [(twin, "running"), (new, "pending")]

@@ -20,28 +20,50 @@ from app.store.schema import jobs
 def enqueue(conn: Connection, new: Sequence[NewJob]) -> list[tuple[int, bool]]:
     """Write the jobs in one statement (from arrays): (id, created) for each. A pending one
     whose detach is already pending joins that job (created False) instead."""
-    if not new:
-        return []
+    placed: dict[int, tuple[int, bool]] = {}
+    waiting = list(range(len(new)))
+    for _ in range(_ROUNDS):
+        if not waiting:
+            break
+        waiting = _place(conn, new, waiting, placed)
+    if waiting:
+        j = new[waiting[0]]
+        key = (j.cor_user_id, j.source, j.workspace)
+        raise RuntimeError(f"the pending job of {key} kept going away while joining it")
+    return [placed[i] for i in range(len(new))]
+
+
+# A conflicting pending twin can be claimed (running) between the insert and its look-up;
+# the detach is then written again, now without a pending twin. More rounds: never seen.
+_ROUNDS = 3
+
+
+def _place(
+    conn: Connection, new: Sequence[NewJob], which: list[int], placed: dict[int, tuple[int, bool]]
+) -> list[int]:
+    """Insert the jobs at `which`; record each as written or joined. Those whose twin went
+    away between the conflict and the look-up are returned, to be written again."""
     rows = [
         (j.cor_user_id, j.source, j.workspace, j.provider, j.event_id, j.state, 0, False,
          j.created_at, j.created_at, j.next_attempt_at, j.last_message)
-        for j in new
+        for j in (new[i] for i in which)
     ]  # fmt: skip
     found = insert_rows(conn, jobs, _COLUMNS, rows, conflict=_JOIN_PENDING,
                         returning=("id", "event_id", "workspace"))  # fmt: skip
     written = {(int(e), str(w)): int(i) for i, e, w in found}
-    placed: list[tuple[int, bool]] = []
-    for j in new:
+    again: list[int] = []
+    for i in which:
+        j = new[i]
         job_id = written.get((j.event_id, j.workspace))
         if job_id is not None:
-            placed.append((job_id, True))
+            placed[i] = (job_id, True)
             continue
         twin = pending_job_id(conn, j.cor_user_id, j.source, j.workspace)
         if twin is None:
-            key = (j.cor_user_id, j.source, j.workspace)
-            raise RuntimeError(f"the pending job of {key} went away while joining it")
-        placed.append((twin, False))
-    return placed
+            again.append(i)
+        else:
+            placed[i] = (twin, False)
+    return again
 
 
 _COLUMNS = (
