@@ -183,6 +183,7 @@ def job_line(act: str, job_id: int, workspace: str, cor_user_id: str, reason: st
 
 def with_job_lines(plain: Sequence[str], job_lines: Iterable[tuple[int, str]]) -> list[str]:
     """An event's detail: its plain lines with the job lines put back in their places."""
-    placed = dict(job_lines)
-    rest = iter(plain)
-    return [placed[i] if i in placed else next(rest) for i in range(len(plain) + len(placed))]
+    lines = list(plain)
+    for at, line in sorted(job_lines):  # in place order, each lands where it was
+        lines.insert(min(at, len(lines)), line)
+    return lines

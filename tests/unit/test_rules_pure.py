@@ -27,6 +27,7 @@ from app.intake_plan import (
     Snapshot,
     StoredJob,
     job_line,
+    with_job_lines,
 )
 from app.mapping import Mapping
 
@@ -248,3 +249,16 @@ def test_the_rules_import_no_database():
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [m for m in imported if m.startswith(("app.store", "sqlalchemy"))], path
+
+
+def test_job_lines_go_back_where_they_were_and_a_stray_one_is_kept():
+    """History keeps an event's plain lines and renders its job lines (from event_jobs) back
+    in their places; a link whose place is past the end (links and lines disagreeing) is
+    shown last rather than failing the whole history."""
+    plain = ["member of okta group finance", "kept WS-ENG: still granted"]
+    assert with_job_lines(plain, [(0, "queued job 7"), (3, "queued job 8")]) == [
+        "queued job 7", "member of okta group finance", "kept WS-ENG: still granted",
+        "queued job 8",
+    ]  # fmt: skip
+    assert with_job_lines([], [(5, "queued job 9")]) == ["queued job 9"]
+    assert with_job_lines(plain, []) == plain
