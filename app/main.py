@@ -79,7 +79,8 @@ def create_app(
         transport = cor_transport or lean_transport(settings.cor_api_url)
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             bridge = Bridge(settings, db, MappingHolder(settings, mapping))
-            cor = CorClient(http, settings.cor_api_url, token_source(settings, http))
+            tokens = token_source(settings, http)
+            cor = CorClient(http, settings.cor_api_url, tokens, transport=transport)
             bridge.worker = _worker(settings, db, cor)
             app.state.bridge = bridge
             app.state.graph = GraphService(settings, bridge, transport=graph_transport)

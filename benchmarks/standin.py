@@ -1,6 +1,7 @@
 """The COR stand-in for benchmarks: the sandbox's COR (app/sandbox/: its users, tokens and
 answers) behind a lean HTTP/1.1 server on asyncio streams, in a process of its own, with a
-fixed latency on every detach.
+fixed latency on every detach: counted from the moment its request head is read (its `at` in
+the call log) to the answer, this server's own work included (asyncio's timer adds ~0.5 ms).
 
 The sandbox's FastAPI app costs ~2 ms of CPU a request on the benchmark machine: at 400
 detaches/s that is most of a core, which the bridge it measures needs too (it did 315
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -54,8 +56,11 @@ class Cor:
         self.token = _token_handler(self.state)
 
     async def answer(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes]:
+        self, method: str, target: str, headers: dict[str, str], body: bytes,
+        arrived: tuple[float, float] = (0.0, 0.0),
+    ) -> tuple[int, bytes]:  # fmt: skip
+        """The reply; a detach's comes `latency` after `arrived` (loop time, wall time: when
+        its request head was read), its own work included in that time."""
         url = urlsplit(target)
         path = unquote(url.path)
         if not path.startswith(PREFIX):
@@ -75,21 +80,28 @@ class Cor:
             return reply.status_code, bytes(reply.body)
         if path.startswith(DETACH) and path.endswith("/detach") and method == "PUT":
             user_id = path[len(DETACH) : -len("/detach")]
-            call = {"at": datetime.now(UTC).isoformat(), "method": method, "path": path,
+            at = datetime.fromtimestamp(arrived[1], UTC) if arrived[1] else datetime.now(UTC)
+            call = {"at": at.isoformat(), "method": method, "path": path,
                     "user_id": user_id, "status": None}  # fmt: skip
             self.calls.append(call)
-            if self.latency:
-                await asyncio.sleep(self.latency)
             reply = _change_handler(self.state, user_id, False)(request, body)  # type: ignore[arg-type]
+            if self.latency:
+                # The rest of the latency: COR answers `latency` after the request came, not
+                # `latency` plus this server's own work.
+                loop = asyncio.get_running_loop()
+                start = arrived[0] or loop.time()
+                await asyncio.sleep(max(0.0, start + self.latency - loop.time()))
             call["status"] = reply.status_code
             return reply.status_code, bytes(reply.body)
         return 404, b'{"detail":"Not Found"}'
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """HTTP/1.1 with keep-alive, one request after another on a connection."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                arrived = (loop.time(), time.time())
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
                 headers = {}
@@ -99,7 +111,7 @@ class Cor:
                         headers[name.strip().lower()] = value.strip()
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
-                status, payload = await self.answer(method, target, headers, body)
+                status, payload = await self.answer(method, target, headers, body, arrived)
                 close = headers.get("connection", "").lower() == "close"
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"

@@ -4,9 +4,11 @@ The worker claims the next batch while the current one is in flight (app/deliver
 so its `concurrency` places never wait for a round to finish. What is claimed waits here:
 
 - A group is checked for jobs called off since the claim right before it is sent, a few
-  groups at a time (one read for the next `check_ahead` groups, not one per call). A checked
-  group that waited more than FRESH_SECONDS for a place (a slow COR) is checked again, so a
-  re-grant taken in meanwhile still calls it off.
+  groups at a time (one read for the next `check_ahead` groups, not one per call). The next
+  few are checked while the last checked ones are being taken (when no more than half of
+  `check_ahead` are left), so a delivery place that comes free finds a checked group instead
+  of waiting for that read. A checked group that waited more than FRESH_SECONDS for a place
+  (a slow COR) is checked again, so a re-grant taken in meanwhile still calls it off.
 - A new claim's jobs join the waiting group of the same COR user and source instead of
   making a call of their own (a job marked solo still travels alone).
 - `held` is every job claimed and not yet recorded: the lease keeper renews exactly these,
@@ -58,6 +60,8 @@ class Feed:
         self._arrived = asyncio.Event()
         self._moved = asyncio.Event()  # a group taken or a job recorded
         self._closed = False
+        self._ahead_task: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None  # a check ahead's error, for the next take
         self.held: set[int] = set()
 
     def put(self, groups: Iterable[list[Job]]) -> None:
@@ -100,11 +104,15 @@ class Feed:
     async def take(self) -> list[Job] | None:
         """The next group to send, checked; None when closed and empty."""
         while True:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                raise failed
             if self._ready:
                 checked_at, group = self._ready[0]
                 if time.monotonic() - checked_at <= FRESH_SECONDS:
                     self._ready.popleft()
                     self._moved.set()
+                    self._check_ahead()
                     return group
                 # Checked too long ago: every waiting group is checked again, in order.
                 self._unchecked.extendleft(g for _, g in reversed(self._ready))
@@ -119,6 +127,28 @@ class Feed:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
+
+    def _check_ahead(self) -> None:
+        """Check the next groups now if few checked ones are left (in a task of its own)."""
+        if (
+            2 * len(self._ready) > self._ahead
+            or not self._unchecked
+            or self._checking.locked()
+            or self._ahead_task is not None
+        ):
+            return
+        self._ahead_task = asyncio.create_task(self._ahead_once(), name="cor-bridge-check-ahead")
+
+    async def _ahead_once(self) -> None:
+        try:
+            async with self._checking:
+                if 2 * len(self._ready) <= self._ahead and self._unchecked:
+                    await self._check_next()
+        except Exception as exc:  # raised to the next take, which the worker logs
+            self._failed = exc
+            self._arrived.set()
+        finally:
+            self._ahead_task = None
 
     async def _check_next(self) -> None:
         chunk: list[list[Job]] = []

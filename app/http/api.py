@@ -12,6 +12,7 @@ import structlog
 from app.errors import RetryableError
 from app.http.replies import error_from
 from app.http.tokens import Tokens
+from app.http.transport import Direct
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +30,7 @@ ErrorFactory = Callable[[httpx.Response, str], Exception]
 class Api:
     """One outside API: its HTTP client, its credentials and how its errors read."""
 
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient | Direct
     name: str
     tokens: Tokens
     auth: AuthHeaders = bearer

@@ -193,6 +193,30 @@ class _Mapped:
             raise self._error(f"{type(exc).__name__}: {exc}") from exc
 
 
+class Direct:
+    """Requests sent straight through a transport, without httpx's client layer (its cookie
+    jar, auth and redirect wrappers, event hooks: none of which an API of plain JSON requests
+    with a bearer header uses): the client's default headers and timeouts, an httpx Request
+    in, an httpx Response (read whole) out, httpx's errors."""
+
+    def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+        self._headers = dict(client.headers)
+        self._timeout = client.timeout.as_dict()
+
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, json: Any = None
+    ) -> httpx.Response:
+        request = httpx.Request(
+            method, url, headers={**self._headers, **(headers or {})}, json=json,
+            extensions={"timeout": self._timeout},
+        )  # fmt: skip
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        await response.aread()
+        return response
+
+
 def cor_transport(url: str) -> httpx.AsyncBaseTransport | None:
     """The lean transport for `url`, or None (httpx's own, which mounts the environment's
     proxies: HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) when a proxy applies to its host."""

@@ -47,9 +47,13 @@ def tokens(http: httpx.AsyncClient, clock: FakeClock) -> ClientCredentials:
     return ClientCredentials(http, TOKEN_URL, CLIENT_ID, CLIENT_SECRET, clock=clock)
 
 
-@pytest.fixture
-def cor_client(http: httpx.AsyncClient, tokens: ClientCredentials) -> CorClient:
-    return CorClient(http, API_URL, tokens)
+@pytest.fixture(params=["client", "direct"])
+def cor_client(
+    request: pytest.FixtureRequest, cor: FakeCor, http: httpx.AsyncClient, tokens: ClientCredentials
+) -> CorClient:
+    """Through httpx's client (a proxy mounted for COR), or straight to its transport."""
+    transport = cor.transport() if request.param == "direct" else None
+    return CorClient(http, API_URL, tokens, transport=transport)
 
 
 def assert_no_secret(exc: BaseException, *secrets: str) -> None:

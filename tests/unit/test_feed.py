@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.delivery import feed as feed_module
 from app.delivery.feed import Feed
 from app.store.jobs import Job
@@ -62,3 +64,37 @@ async def test_a_job_claimed_again_while_held_is_not_fed_twice():
     while (group := await feed.take()) is not None:
         sent += [j.id for j in group]
     assert sorted(sent) == [1, 3]
+
+
+async def test_the_next_groups_are_checked_while_the_last_checked_ones_are_taken():
+    check = Checker()
+    feed = Feed(check, check_ahead=2)
+    feed.put([[job(i, f"user{i}")] for i in range(1, 6)])
+    first = await feed.take()
+    assert first is not None and [j.id for j in first] == [1]
+    await asyncio.sleep(0.01)  # no sender asked yet: 3 and 4 are checked ahead all the same
+    assert check.asked == [[1, 2], [3, 4]]
+    feed.close()
+    sent = [[j.id for j in g] for g in [await feed.take() for _ in range(4)] if g]
+    assert sent == [[2], [3], [4], [5]]
+    assert await feed.take() is None
+
+
+async def test_a_check_ahead_that_fails_is_raised_to_the_next_take_and_gives_up_its_claims():
+    check = Checker()
+
+    async def failing(groups: list[list[Job]]) -> list[list[Job]]:
+        if len(check.asked) == 1:
+            check.asked.append([j.id for g in groups for j in g])
+            raise RuntimeError("database gone")
+        return await check(groups)
+
+    feed = Feed(failing, check_ahead=2)
+    feed.put([[job(i, f"user{i}")] for i in range(1, 5)])
+    assert [j.id for j in await feed.take() or []] == [1]
+    await asyncio.sleep(0.01)
+    assert check.asked == [[1, 2], [3, 4]]
+    assert feed.held == {1, 2}  # 3 and 4 are given up: their lease lapses, they go again
+    with pytest.raises(RuntimeError, match="database gone"):
+        await feed.take()
+    assert [j.id for j in await feed.take() or []] == [2]

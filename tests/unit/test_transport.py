@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.http.transport import LeanTransport, cor_transport
+from app.http.transport import Direct, LeanTransport, cor_transport
 
 Reply = Callable[[int, bytes], Awaitable[bytes | None]]  # (request number, head) -> answer
 
@@ -135,6 +135,34 @@ async def test_garbage_from_the_server_is_a_protocol_error(serve):
     async with httpx.AsyncClient(transport=LeanTransport(), timeout=5) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await http.get(server.url + "/x")
+
+
+async def test_direct_sends_with_the_clients_headers_and_timeout_and_reads_the_answer(serve):
+    heads: list[bytes] = []
+
+    async def reply(n: int, request: bytes) -> bytes:
+        heads.append(request)
+        if n == 2:
+            await asyncio.sleep(5)
+        return ok(b'{"workspaces": []}')
+
+    server = await serve(reply)
+    transport = LeanTransport()
+    async with httpx.AsyncClient(transport=transport, timeout=0.3) as http:
+        direct = Direct(http, transport)
+        headers = {"Authorization": "Bearer t"}
+        answer = await direct.request("PUT", server.url + "/u/a%40b/detach", headers=headers,
+                                      json={"workspaces": ["WS-1"]})  # fmt: skip
+        assert (answer.status_code, answer.json()) == (200, {"workspaces": []})
+        assert answer.request.url == server.url + "/u/a%40b/detach"
+        with pytest.raises(httpx.ReadTimeout):  # the client's timeout
+            await direct.request("PUT", server.url + "/slow", json={})
+    head = heads[0].lower()
+    assert head.startswith(b"put /u/a%40b/detach http/1.1\r\n")
+    for line in (b"authorization: bearer t", b"user-agent: python-httpx/",
+                 b"content-type: application/json", b"content-length: 23"):  # fmt: skip
+        assert b"\r\n" + line in head
+    assert heads[0].endswith(b'{"workspaces":["WS-1"]}')
 
 
 def _certificate(tmp: Path) -> tuple[Path, Path]:
