@@ -31,6 +31,8 @@ def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvi
         forwarded_allow_ips=trusted,
         timeout_keep_alive=settings.bridge_keep_alive_seconds,
         limit_concurrency=settings.bridge_max_connections or None,
+        loop="asyncio",
+        http="h11",
     )
 
 
