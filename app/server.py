@@ -9,8 +9,6 @@ proxy saw and `request.url.scheme` the scheme the browser used (the session cook
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -34,19 +32,6 @@ def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvi
         loop="asyncio",
         http="h11",
     )
-
-
-# The interpreter's switch interval: how long a thread that wants the GIL waits before the one
-# holding it is asked to let go (5 ms by default). The event loop and the group commit's
-# thread hand the GIL to each other at every database call: a commit thread back from SQLite
-# or PostgreSQL waited up to 5 ms for the loop, and the loop as long for the commit thread.
-SWITCH_INTERVAL = 0.0005
-
-
-def tune_interpreter() -> None:
-    """What `cor-bridge serve` sets in the interpreter before it serves (docs/performance.md,
-    "Ingest, session 7"); the benchmark's ceilings run with it too."""
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter

@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, event, insert
 
-from app.server import server_config, tune_interpreter
+from app.server import server_config
 from app.settings import Settings
 
 app = FastAPI()
@@ -113,5 +113,4 @@ if __name__ == "__main__":
     port = int(sys.argv[1])
     if len(sys.argv) > 2:
         store = Durable(sys.argv[2])
-    tune_interpreter()
     uvicorn.Server(server_config(app, Settings(_env_file=None), "127.0.0.1", port)).run()

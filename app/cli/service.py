@@ -27,10 +27,9 @@ def serve(
     from app.logs import configure_logging
     from app.main import create_app, with_sandbox
     from app.mapping_reload import load_checked_mapping
-    from app.server import limit_malloc_arenas, server_config, tune_interpreter
+    from app.server import limit_malloc_arenas, server_config
 
     limit_malloc_arenas()  # before any thread: see app/server.py
-    tune_interpreter()
     configure_logging(log_level.upper())
     settings = load_settings()
     if sandbox:
