@@ -1,10 +1,12 @@
 """Side-by-side A/B of ingest variants: the durable ceiling, then each variant, run after run.
 
-python -m benchmarks.ingest_ab [--db sqlite] [--sizes 1,50] [--seconds 6] [--rounds 2]
-    [--conns 32] VARIANT ...
+python -m benchmarks.ingest_ab [--db sqlite,postgres] [--sizes 1,50] [--seconds 6]
+    [--rounds 2] [--conns 32] [--ceiling-each] VARIANT ...
 
 A VARIANT is `NAME=REF[+ENV=VALUE...]`: the bridge at git REF (`.` for the work tree as it
-is), started with those extra environment variables (e.g. `base=HEAD+PYTHONSWITCH=x`). Each
+is), started with those extra environment variables (e.g. `small=HEAD+BRIDGE_WORKER_BATCH=50`).
+`--ceiling-each` runs the durable ceiling from each variant's tree (for changes to the
+uvicorn settings it shares with `cor-bridge serve`) instead of once from this one. Each
 REF other than `.` is checked out with `git archive` into a folder of its own and run from it
 with this venv's Python. For every (round, engine, size) the durable ceiling runs on a fresh
 database, then every variant on a fresh database, so ratios compare runs made minutes apart
