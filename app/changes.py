@@ -91,7 +91,7 @@ class UserRef(BaseModel):
 
     def fields(self) -> dict[str, str]:
         """The fields this change carries, for the user_id template."""
-        return {k: v for k, v in self.model_dump().items() if v}
+        return {k: v for k, v in self.__dict__.items() if v}  # its fields: plain strings
 
 
 class GroupRef(BaseModel):

@@ -115,11 +115,17 @@ class Bridge:
     ) -> tuple[T, list[Decision]]:
         result, items, decisions = await self.commits.run(run, weight, keys=keys, merge=merge)
         account(items, decisions)
-        if self.worker is not None and any(d.jobs for d in decisions):
+        if self.worker is not None and self._due_soon() and any(d.jobs for d in decisions):
             self.worker.wake()
         if self.okta_checker is not None and any(d.decision == HELD for d in decisions):
             self.okta_checker.wake()
         return result, decisions
+
+    def _due_soon(self) -> bool:
+        """Whether new jobs fall due before the worker's next poll: else a wake-up only makes
+        it claim nothing (and take SQLite's write lock between two group commits)."""
+        settings = self.settings
+        return settings.bridge_delivery_delay_seconds < settings.bridge_poll_seconds
 
     def _intake(
         self, conn: Connection, work: Callable[[Connection], tuple[T, Sequence[Item]]], hold: bool

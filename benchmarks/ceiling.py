@@ -1,5 +1,6 @@
 """The ceilings: bare FastAPI endpoints served by uvicorn with the settings `cor-bridge serve`
-uses (app/server.py: keep-alive 5 s, at most 1,000 connections, no access log).
+uses (app/server.py's `server_config` on the default settings: keep-alive 5 s, at most 1,000
+connections, no access log; and its `tune_interpreter`).
 
 - bare: checks the secret, parses the same JSON, stores nothing;
 - durable (`python -m benchmarks.ceiling PORT DATABASE_URL`): the same, and one row per event
@@ -22,6 +23,9 @@ import anyio
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, event, insert
+
+from app.server import server_config
+from app.settings import Settings
 
 app = FastAPI()
 SECRET = os.environ.get("OKTA_HOOK_SECRET", "").encode()
@@ -109,8 +113,4 @@ if __name__ == "__main__":
     port = int(sys.argv[1])
     if len(sys.argv) > 2:
         store = Durable(sys.argv[2])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
-        timeout_keep_alive=5, limit_concurrency=1000,
-    )  # fmt: skip
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(app, Settings(_env_file=None), "127.0.0.1", port)).run()

@@ -52,10 +52,10 @@ def accept_changes(
     if not given:
         return []
     lock_intake_keys(conn, intake_keys(mapping, given))
-    cor_users = {c for item in given if isinstance(c := cor_user_id(mapping, item), str)}
-    snapshot = read_snapshot(conn, given, cor_users)
+    resolved = [cor_user_id(mapping, item) for item in given]
+    snapshot = read_snapshot(conn, given, {c for c in resolved if isinstance(c, str)})
     for _ in range(2):
-        entries, plan = decide(snapshot, given, mapping, now, delay)
+        entries, plan = decide(snapshot, given, mapping, now, delay, resolved)
         applied = apply_plan(conn, plan, now)
         if isinstance(applied, Applied):
             pairs = zip(given, entries, strict=True)

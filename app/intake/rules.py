@@ -46,9 +46,13 @@ def decide(
     mapping: Mapping,
     now: datetime,
     delay: timedelta = timedelta(0),
+    cor_users: Sequence[str | ConfigError | None] | None = None,
 ) -> tuple[list[Entry | None], Plan]:
     """Every item through the rules, oldest first: the entry of each (None: seen before), in
-    input order, and the call's plan."""
+    input order, and the call's plan. `cor_users`: each item's `cor_user_id`, when the
+    caller has them already."""
+    if cor_users is None:
+        cor_users = [cor_user_id(mapping, item) for item in items]
     ledger = Ledger(snapshot)
     entries: list[Entry | None] = [None] * len(items)
     for index in sorted(range(len(items)), key=lambda i: (items[i].occurred_at, items[i].event_id)):
@@ -59,7 +63,7 @@ def decide(
         if isinstance(item, IgnoredEvent):
             entry.decision, entry.lines = "ignored", [item.reason]
             continue
-        cor_user = cor_user_id(mapping, item)
+        cor_user = cor_users[index]
         if isinstance(cor_user, ConfigError):
             entry.decision = "unresolved"
             entry.lines = [f"no COR user id: {cor_user.reason}"]
@@ -110,7 +114,9 @@ class Turn:
                 group_name=change.group.name,
                 member=member,
                 changed_at=change.occurred_at,
-                user=change.user.model_dump(exclude_none=True),
+                # The user's fields that are set: model_dump(exclude_none=True), a third
+                # of the time (UserRef holds plain strings).
+                user={k: v for k, v in change.user.__dict__.items() if v is not None},
             )
         )
 

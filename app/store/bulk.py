@@ -43,7 +43,7 @@ def insert_rows(
     dialect = conn.dialect
     sql, converts = _statement(dialect, table, tuple(columns), conflict, tuple(returning))
     by_column = [
-        [value for value in column] if convert is None else [convert(v) for v in column]
+        list(column) if convert is None else _converted(convert, column)
         for convert, column in zip(converts, zip(*rows, strict=True), strict=True)
     ]
     if dialect.name == "postgresql":
@@ -58,6 +58,34 @@ def insert_rows(
     return [tuple(r) for result in results for r in result] if returning else []
 
 
+def _converted(convert: Callable[[Any], Any], column: Sequence[Any]) -> list[Any]:
+    """The column's values converted; a time is converted once however often it comes (a
+    change's rows repeat the call's `now`, and the change's own time, up to eight times)."""
+    if not isinstance(convert, _Memo):
+        return [convert(v) for v in column]
+    done: dict[Any, Any] = {}
+    out = []
+    for value in column:
+        found = done.get(value, _MISSING)
+        if found is _MISSING:
+            found = done[value] = convert(value)
+        out.append(found)
+    return out
+
+
+_MISSING = object()
+
+
+class _Memo:
+    """A conversion worth remembering within a column (times: hashable, often repeated)."""
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        self.convert = convert
+
+    def __call__(self, value: Any) -> Any:
+        return self.convert(value)
+
+
 @lru_cache(maxsize=64)
 def _statement(
     dialect: Dialect,
@@ -67,7 +95,10 @@ def _statement(
     returning: tuple[str, ...],
 ) -> tuple[str, list[Convert]]:
     if dialect.name == "postgresql":
-        arrays = ", ".join(f"%s::{_array_type(dialect, table.c[c].type)}[]" for c in columns)
+        # %b: the arrays travel in PostgreSQL's binary format. In the text format psycopg
+        # quotes every element with a regular expression: JSON's quotes made that most of
+        # intake's CPU on PostgreSQL at fifty events a delivery (docs/performance.md).
+        arrays = ", ".join(f"%b::{_array_type(dialect, table.c[c].type)}[]" for c in columns)
         source = f"SELECT * FROM unnest({arrays})"  # noqa: S608 - the schema's names
     else:
         picks = ", ".join(f"value ->> {i}" for i in range(len(columns)))
@@ -118,8 +149,10 @@ def _convert(dialect: Dialect, type_: Any) -> Convert:
     if isinstance(type_, Str | Txt) and dialect.name != "postgresql":
         return None  # they change nothing on SQLite: a call per value saved
     if isinstance(type_, UTCDateTime) and dialect.name != "postgresql":
-        return _sqlite_time
+        return _Memo(_sqlite_time)
     processor: Convert = type_.dialect_impl(dialect).bind_processor(dialect)
+    if isinstance(type_, UTCDateTime) and processor is not None:
+        return _Memo(processor)
     return processor
 
 
