@@ -22,9 +22,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from itertools import groupby
 
+import structlog
+
 from app.store.jobs import Job
+
+log = structlog.get_logger(__name__)
 
 
 def coalesce(jobs: list[Job]) -> list[list[Job]]:
@@ -61,7 +66,6 @@ class Feed:
         self._moved = asyncio.Event()  # a group taken or a job recorded
         self._closed = False
         self._ahead_task: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None  # a check ahead's error, for the next take
         self.held: set[int] = set()
 
     def put(self, groups: Iterable[list[Job]]) -> None:
@@ -104,9 +108,6 @@ class Feed:
     async def take(self) -> list[Job] | None:
         """The next group to send, checked; None when closed and empty."""
         while True:
-            if self._failed is not None:
-                failed, self._failed = self._failed, None
-                raise failed
             if self._ready:
                 checked_at, group = self._ready[0]
                 if time.monotonic() - checked_at <= FRESH_SECONDS:
@@ -144,11 +145,20 @@ class Feed:
             async with self._checking:
                 if 2 * len(self._ready) <= self._ahead and self._unchecked:
                     await self._check_next()
-        except Exception as exc:  # raised to the next take, which the worker logs
-            self._failed = exc
-            self._arrived.set()
+        except Exception:
+            # Not fatal: these jobs' claims are given up (the lease lapses, they go again).
+            log.exception("detach_check_failed")
         finally:
             self._ahead_task = None
+
+    async def aclose(self) -> None:
+        """Wait for a check ahead under way (cancelled; its database read ends first), so
+        nothing of the feed's outlives the worker."""
+        task = self._ahead_task
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def _check_next(self) -> None:
         chunk: list[list[Job]] = []

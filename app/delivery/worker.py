@@ -92,11 +92,17 @@ class Worker(Drained):
         log.info("worker_started", worker_id=self.worker_id)
         feed = self._feed()
         self.rounds.last_beat = time.monotonic()  # alive from the start, for /readyz
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.drainer.keep, feed.held)
-            for _ in range(self.concurrency):
-                tg.start_soon(self._sender, feed)
-            await self.rounds.loop(lambda: self._claim_round(feed), after_error=self.drainer.poll)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.drainer.keep, feed.held)
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._sender, feed)
+                await self.rounds.loop(
+                    lambda: self._claim_round(feed), after_error=self.drainer.poll
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await feed.aclose()
 
     async def run_once(self) -> int:
         """Claim one batch and deliver it all, its lease kept alive; how many were claimed."""
@@ -118,12 +124,16 @@ class Worker(Drained):
         feed = self._feed()
         feed.put(coalesce(jobs))
         feed.close()
-        async with anyio.create_task_group() as keeper:
-            keeper.start_soon(self.drainer.keep, feed.held)
-            async with anyio.create_task_group() as senders:
-                for _ in range(self.concurrency):
-                    senders.start_soon(self._sender, feed)
-            keeper.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as keeper:
+                keeper.start_soon(self.drainer.keep, feed.held)
+                async with anyio.create_task_group() as senders:
+                    for _ in range(self.concurrency):
+                        senders.start_soon(self._sender, feed)
+                keeper.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await feed.aclose()
 
     def _feed(self) -> Feed:
         async def check(groups: list[list[Job]]) -> list[list[Job]]:

@@ -201,19 +201,24 @@ class Direct:
 
     def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
         self._transport = transport
-        self._headers = dict(client.headers)
+        self._headers = client.headers
         self._timeout = client.timeout.as_dict()
 
     async def request(
         self, method: str, url: str, *, headers: dict[str, str] | None = None, json: Any = None
     ) -> httpx.Response:
+        merged = httpx.Headers(self._headers)
+        merged.update(headers or {})  # as the client does: a call's header replaces a default
         request = httpx.Request(
-            method, url, headers={**self._headers, **(headers or {})}, json=json,
-            extensions={"timeout": self._timeout},
-        )  # fmt: skip
+            method, url, headers=merged, json=json, extensions={"timeout": self._timeout}
+        )
         response = await self._transport.handle_async_request(request)
         response.request = request
-        await response.aread()
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()  # a streamed body's connection goes back, or is dropped
+            raise
         return response
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
+from structlog.testing import capture_logs
 
 from app.delivery import feed as feed_module
 from app.delivery.feed import Feed
@@ -80,7 +80,7 @@ async def test_the_next_groups_are_checked_while_the_last_checked_ones_are_taken
     assert await feed.take() is None
 
 
-async def test_a_check_ahead_that_fails_is_raised_to_the_next_take_and_gives_up_its_claims():
+async def test_a_check_ahead_that_fails_is_logged_and_gives_up_its_claims():
     check = Checker()
 
     async def failing(groups: list[list[Job]]) -> list[list[Job]]:
@@ -91,10 +91,29 @@ async def test_a_check_ahead_that_fails_is_raised_to_the_next_take_and_gives_up_
 
     feed = Feed(failing, check_ahead=2)
     feed.put([[job(i, f"user{i}")] for i in range(1, 5)])
-    assert [j.id for j in await feed.take() or []] == [1]
-    await asyncio.sleep(0.01)
+    with capture_logs() as logs:
+        assert [j.id for j in await feed.take() or []] == [1]
+        await asyncio.sleep(0.01)
     assert check.asked == [[1, 2], [3, 4]]
     assert feed.held == {1, 2}  # 3 and 4 are given up: their lease lapses, they go again
-    with pytest.raises(RuntimeError, match="database gone"):
-        await feed.take()
+    assert [e["event"] for e in logs] == ["detach_check_failed"]
     assert [j.id for j in await feed.take() or []] == [2]
+
+
+async def test_closing_the_feed_ends_a_check_ahead_under_way():
+    """The worker stops (its task group cancelled): a check ahead still running is cancelled
+    and awaited, so it neither outlives the worker nor keeps its jobs' claims."""
+    started, check = asyncio.Event(), Checker()
+
+    async def slow(groups: list[list[Job]]) -> list[list[Job]]:
+        if check.asked:
+            started.set()
+            await asyncio.sleep(60)
+        return await check(groups)
+
+    feed = Feed(slow, check_ahead=2)
+    feed.put([[job(i, f"user{i}")] for i in range(1, 5)])
+    assert [j.id for j in await feed.take() or []] == [1]
+    await asyncio.wait_for(started.wait(), 1)
+    await asyncio.wait_for(feed.aclose(), 1)
+    assert feed.held == {1, 2}

@@ -240,3 +240,31 @@ def test_a_proxy_in_the_environment_keeps_httpx_own_transport(monkeypatch):
     assert cor_transport("https://api.cor.example/v2") is None
     monkeypatch.setenv("NO_PROXY", "api.cor.example")
     assert isinstance(cor_transport("https://api.cor.example/v2"), LeanTransport)
+
+
+async def test_direct_lets_a_calls_header_replace_a_default_and_closes_a_failed_answer():
+    seen: list[httpx.Request] = []
+    closed: list[bool] = []
+
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b'{"work'
+            raise httpx.ReadError("connection reset")
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/broken":
+            return httpx.Response(200, stream=Broken())
+        return httpx.Response(200, json={})
+
+    transport = httpx.MockTransport(answer)
+    async with httpx.AsyncClient(transport=transport, headers={"X-Who": "bridge"}) as http:
+        direct = Direct(http, transport)
+        await direct.request("PUT", "http://cor.test/ok", headers={"x-who": "caller"})
+        with pytest.raises(httpx.ReadError):
+            await direct.request("PUT", "http://cor.test/broken")
+    assert seen[0].headers.get_list("X-Who") == ["caller"]
+    assert closed == [True]
