@@ -91,7 +91,7 @@ anywhere = some_of(
 raw_events = st.integers(0, 3).flatmap(lambda i: near if i < 3 else anywhere)
 
 
-@settings(max_examples=examples(1500), deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(raw_events)
 def test_the_short_way_gives_what_the_whole_way_gives(raw: dict[str, Any]):
     whole = whole_way(raw)
